@@ -1,0 +1,21 @@
+"""tfmri: pix2pix MRI reconstruction from undersampled k-space, in TensorFlow/Keras."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tfmri",
+    version="0.1.0",
+    description="Reconstruct MR images from undersampled fastMRI k-space with a pix2pix GAN.",
+    packages=find_packages(include=["tfmri", "tfmri.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "h5py>=3.8",
+        "numpy>=1.24",
+        "absl-py>=1.4",
+        "tensorboard>=2.21,<2.22",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "scikit-image>=0.21", "ruff>=0.5"],
+    },
+)

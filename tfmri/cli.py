@@ -1,0 +1,34 @@
+"""Shared plumbing for command-line entry points: quiet TensorFlow, one-line errors."""
+
+import functools
+import os
+import sys
+
+from tfmri.errors import UserError
+
+
+def quiet_tensorflow():
+    """Hides TensorFlow's C++ start-up chatter; call before TensorFlow is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# Errors that are the user's to fix: reported in one line, no traceback.
+USER_ERRORS = (UserError, ValueError, FileNotFoundError)
+
+
+def fail(message, status=1):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def user_errors_to_exit(main):
+    """Wraps an absl ``main`` so that a user error prints one line and exits non-zero."""
+
+    @functools.wraps(main)
+    def wrapped(argv):
+        try:
+            return main(argv)
+        except USER_ERRORS as error:
+            fail(str(error))
+
+    return wrapped

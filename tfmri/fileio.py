@@ -1,0 +1,43 @@
+"""Atomic file writes: outputs appear under their final name only once complete.
+
+A run killed mid-write leaves at most a hidden ``.NAME.tmp-PID`` file behind, never a
+half-written file that looks finished.
+"""
+
+import contextlib
+import json
+import os
+
+
+def temporary_name(path):
+    """The hidden sibling name that ``path`` is written under until it is complete."""
+    directory, base = os.path.split(os.fspath(path))
+    return os.path.join(directory, f".{base}.tmp-{os.getpid()}")
+
+
+def is_temporary(name):
+    """Whether a file name is one of :func:`temporary_name`'s."""
+    base = os.path.basename(name)
+    return base.startswith(".") and ".tmp-" in base
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path to write; renames it to ``path`` when the block succeeds."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = temporary_name(path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_json(path, value):
+    """Writes ``value`` as indented JSON, atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w") as handle:
+            json.dump(value, handle, indent=2, sort_keys=True)
+            handle.write("\n")

@@ -1,0 +1,55 @@
+"""Converts fastMRI HDF5 volumes to sharded TFRecords, one example per slice.
+
+  python tools/convert_fastmri.py --input_dir=data/synthetic --output_dir=data/tfrecords
+
+Resumable: rerun the same command after an interruption and it finishes the job,
+keeping the shards that are complete. See tfmri/data/convert.py for the layout.
+"""
+
+from absl import app, flags
+
+from tfmri import cli
+
+cli.quiet_tensorflow()
+
+from tfmri.data import convert  # noqa: E402
+from tfmri.progress import ProgressBar  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input_dir", None, "fastMRI data: a directory of .h5 files or of split sub-directories.")
+flags.DEFINE_string("output_dir", None, "Where to write the shards and manifest.json.")
+flags.DEFINE_integer("num_shards", 4, "Shards per split (at most one per volume).", lower_bound=1)
+flags.DEFINE_integer("num_workers", 2, "Worker processes writing shards in parallel.", lower_bound=1)
+flags.DEFINE_enum("compression", "NONE", list(convert.COMPRESSIONS), "TFRecord compression.")
+flags.DEFINE_enum(
+    "on_error", "fail", list(convert.ON_ERROR),
+    "fail: stop at the first bad file; skip: leave bad files out and list them in the manifest.",
+)
+flags.mark_flags_as_required(["input_dir", "output_dir"])
+
+
+@cli.user_errors_to_exit
+def main(argv):
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    options = convert.ConvertOptions(
+        FLAGS.num_shards, FLAGS.num_workers, FLAGS.compression, FLAGS.on_error
+    )
+    bar = ProgressBar(convert.count_volumes(FLAGS.input_dir), "volumes")
+    totals = {"bytes": 0}
+
+    def progress(path, num_slices, num_bytes):
+        totals["bytes"] += num_bytes
+        elapsed = max(bar.elapsed(), 1e-9)
+        bar.update(extra=f"{totals['bytes'] / 1e6 / elapsed:.1f} MB/s")
+
+    manifest = convert.convert(FLAGS.input_dir, FLAGS.output_dir, options, progress)
+    bar.close()
+    print(convert.summary(manifest))
+    if manifest["skipped"]:
+        for skipped in manifest["skipped"]:
+            print(f"skipped {skipped['file']}: {skipped['reason']}")
+
+
+if __name__ == "__main__":
+    app.run(main)
