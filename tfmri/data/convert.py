@@ -274,10 +274,12 @@ def convert(input_dir, output_dir, options: ConvertOptions, progress=None) -> di
             "shard_slices": [record["num_slices"] for record in split_records],
             "statistics": _split_statistics(split_records),
         }
-        manifest["splits"][split]["statistics"]["bytes_written"] = sum(
+        shard_bytes = [
             os.path.getsize(os.path.join(output_dir, shard))
             for shard in manifest["splits"][split]["shards"]
-        )
+        ]
+        manifest["splits"][split]["shard_bytes"] = shard_bytes
+        manifest["splits"][split]["statistics"]["bytes_written"] = sum(shard_bytes)
         manifest["skipped"] += [s for record in split_records for s in record["skipped"]]
     fileio.write_json(os.path.join(output_dir, MANIFEST), manifest)
     return manifest

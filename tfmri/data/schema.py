@@ -65,8 +65,10 @@ def slice_example(volume, slice_index) -> bytes:
     return example.SerializeToString()
 
 
-def parse_slice(serialized):
+def parse_slice(serialized, kspace_rank=None):
     """Parses one serialised example (graph mode).
+
+    ``kspace_rank`` (2 single-coil, 3 multi-coil), when known, makes the k-space rank static.
 
     Returns a dict with ``kspace`` complex64 [H, W] or [coils, H, W], ``target`` float32
     [recon_h, recon_w] (shape [0, 0] for test files), ``mask`` float32 [W] (empty unless
@@ -75,6 +77,8 @@ def parse_slice(serialized):
     parsed = tf.io.parse_single_example(serialized, FEATURES)
     kspace_shape = tf.cast(tf.sparse.to_dense(parsed["kspace_shape"]), tf.int32)
     kspace = tf.reshape(tf.io.decode_raw(parsed["kspace"], tf.complex64), kspace_shape)
+    if kspace_rank is not None:
+        kspace = tf.ensure_shape(kspace, [None] * kspace_rank)
     target_values = tf.io.decode_raw(parsed["target"], tf.float32)
     has_target = tf.size(target_values) > 0
     recon_size = tf.cast(parsed["recon_size"], tf.int32)

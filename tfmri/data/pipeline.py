@@ -1,0 +1,204 @@
+"""tf.data input pipeline: TFRecords -> masked k-space -> zero-filled image -> model inputs.
+
+Per slice, on the fly:
+
+1. parse the example (:mod:`tfmri.data.schema`);
+2. undersample: a fresh random mask per slice for training (stateless TF RNG), a fixed
+   mask per volume for evaluation (fastMRI's, seeded from the file name), or the
+   file's own mask for test files whose k-space is already undersampled;
+3. zero-filled image: ``ifft2c`` of the masked k-space, complex centre crop to the
+   recon size, magnitude (RSS over coils for multi-coil);
+4. normalise input and target with the input's mean and std, clamp to [-6, 6].
+
+Elements are ``(inputs, target)``; ``inputs`` is a dict with the normalised
+``zero_filled`` image [crop, crop, 1] and the metadata needed to de-normalise
+(``mean``, ``std``) and to group slices by volume (``volume``, ``slice_index``,
+``num_slices``, ``max_value``). Test splits, which have no target, yield ``inputs`` only.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfmri.data import convert, masks, schema, transforms
+from tfmri.errors import UserError
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+class DataError(UserError):
+    """Converted data that cannot be used; the message names the file and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    mask: masks.MaskSpec
+    batch_size: int = 8
+    crop_size: int = 320
+    shuffle_buffer: int = 64
+    seed: int = 0
+    drop_remainder: bool = False
+
+
+def load_manifest(data_dir) -> dict:
+    """Reads ``manifest.json`` of a converted directory, checking the schema version."""
+    path = os.path.join(data_dir, convert.MANIFEST)
+    if not os.path.exists(path):
+        raise DataError(
+            f"{path}: no manifest; convert the data first with tools/convert_fastmri.py "
+            "(an interrupted conversion has no manifest: rerun it to finish)"
+        )
+    try:
+        with open(path) as handle:
+            manifest = json.load(handle)
+    except ValueError as error:
+        raise DataError(f"{path}: not valid JSON ({error}); rerun the conversion") from None
+    if manifest.get("schema_version") != schema.SCHEMA_VERSION:
+        raise DataError(
+            f"{path}: written with schema version {manifest.get('schema_version')}, this tfmri "
+            f"reads version {schema.SCHEMA_VERSION}; convert the data again"
+        )
+    return manifest
+
+
+def split_info(data_dir, split):
+    """(manifest entry of the split, list of shard paths), every shard checked to exist."""
+    manifest = load_manifest(data_dir)
+    if split not in manifest["splits"]:
+        raise DataError(
+            f"{data_dir}: no split {split!r}; the manifest has {', '.join(manifest['splits'])}"
+        )
+    entry = manifest["splits"][split]
+    paths = [os.path.join(data_dir, shard) for shard in entry["shards"]]
+    for path, expected in zip(paths, entry.get("shard_bytes", [None] * len(paths))):
+        if not os.path.exists(path):
+            raise DataError(f"{path}: shard listed in the manifest is missing; rerun the conversion")
+        if expected is not None and os.path.getsize(path) != expected:
+            raise DataError(
+                f"{path}: {os.path.getsize(path)} bytes, the manifest says {expected}: the shard "
+                "is truncated or was changed; delete it and rerun the conversion"
+            )
+    if not paths:
+        raise DataError(f"{data_dir}: split {split!r} has no shards")
+    return entry, paths
+
+
+@functools.lru_cache(maxsize=4096)
+def _fixed_mask(spec, volume, width):
+    mask, _ = masks.MaskFunction(spec)(width, seed=masks.volume_seed(volume))
+    return mask
+
+
+def fixed_volume_mask(spec, volume, width):
+    """float32 [W]: the evaluation mask of a volume (graph mode, via NumPy)."""
+
+    def compute(volume_bytes, width_value):
+        return _fixed_mask(spec, volume_bytes.decode(), int(width_value))
+
+    mask = tf.numpy_function(compute, [volume, width], tf.float32, stateful=False)
+    mask.set_shape([None])
+    return mask
+
+
+def zero_filled_image(masked_kspace, crop_size):
+    """Magnitude image of undersampled k-space, cropped to ``crop_size`` squared.
+
+    Args:
+      masked_kspace: complex64 [H, W] (single-coil) or [coils, H, W] (multi-coil).
+      crop_size: side of the square recon crop (320 for fastMRI knee).
+
+    Returns:
+      float32 [crop_size, crop_size]: ``|crop(ifft2c(k))|``, RSS over coils if multi-coil.
+    """
+    image = transforms.center_crop(transforms.ifft2c(masked_kspace), crop_size, crop_size)
+    if masked_kspace.shape.rank == 3:
+        return transforms.rss(image, axis=-3)
+    return transforms.complex_abs(image)
+
+
+def _prepare(features, mask, crop_size, has_target):
+    """Parsed example + mask -> (inputs, target), or inputs alone without a target."""
+    masked_kspace = masks.apply_mask(features["kspace"], mask)
+    zero_filled = zero_filled_image(masked_kspace, crop_size)
+    normalized, mean, std = transforms.normalize_instance(zero_filled)
+    inputs = {
+        "zero_filled": tf.ensure_shape(normalized[..., None], [crop_size, crop_size, 1]),
+        "mean": mean,
+        "std": std,
+        "max_value": features["max_value"],
+        "volume": features["volume"],
+        "slice_index": features["slice_index"],
+        "num_slices": features["num_slices"],
+    }
+    if not has_target:
+        return inputs
+    target = transforms.center_crop(features["target"], crop_size, crop_size)
+    target = tf.ensure_shape(target[..., None], [crop_size, crop_size, 1])
+    return inputs, transforms.normalize(target, mean, std)
+
+
+def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> tf.data.Dataset:
+    """The batched, prefetched dataset of one split of converted data.
+
+    Training: shards interleaved in parallel, records shuffled, a fresh random mask per
+    slice; the order and masks change every epoch (reproducibly for ``options.seed``).
+    Evaluation: shards read in manifest order, slices of a volume contiguous and in
+    order, the same fixed mask for every slice of a volume, identical on every pass.
+    """
+    entry, paths = split_info(data_dir, split)
+    has_target = entry["statistics"]["has_target"]
+    if training and not has_target:
+        raise DataError(f"{data_dir}: split {split!r} has no targets and cannot be trained on")
+    compression = load_manifest(data_dir)["compression"].replace("NONE", "")
+    coils = entry["statistics"]["coils"]
+    if len(coils) != 1:
+        raise DataError(
+            f"{data_dir}: split {split!r} mixes single-coil and multi-coil volumes (coils "
+            f"{coils}); convert them into separate directories"
+        )
+    kspace_rank = 3 if coils[0] > 1 else 2
+    test_masks = entry["statistics"].get("accelerations", {}).keys() - {"0"}
+    crop_size = options.crop_size
+    spec = options.mask
+
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    if training:
+        files = files.shuffle(len(paths), seed=options.seed, reshuffle_each_iteration=True)
+        records = files.interleave(
+            lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
+            cycle_length=min(len(paths), 4),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=False,
+        )
+        records = records.shuffle(options.shuffle_buffer, seed=options.seed)
+        seeds = tf.data.Dataset.random(seed=options.seed, rerandomize_each_iteration=True)
+        records = tf.data.Dataset.zip(records, seeds.batch(2))
+
+        def prepare(serialized, mask_seed):
+            features = schema.parse_slice(serialized, kspace_rank)
+            width = tf.shape(features["kspace"])[-1]
+            mask, _ = masks.sample_mask(spec, width, mask_seed)
+            return _prepare(features, mask, crop_size, has_target)
+
+        dataset = records.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=False)
+    else:
+        records = tf.data.TFRecordDataset(
+            paths, compression_type=compression, num_parallel_reads=None
+        )
+
+        def prepare(serialized):
+            features = schema.parse_slice(serialized, kspace_rank)
+            if test_masks and not has_target:
+                mask = features["mask"]  # test k-space is already undersampled
+            else:
+                width = tf.shape(features["kspace"])[-1]
+                mask = fixed_volume_mask(spec, features["volume"], width)
+            return _prepare(features, mask, crop_size, has_target)
+
+        dataset = records.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(options.batch_size, drop_remainder=options.drop_remainder)
+    return dataset.prefetch(AUTOTUNE)
