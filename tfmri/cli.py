@@ -32,3 +32,18 @@ def user_errors_to_exit(main):
             fail(str(error))
 
     return wrapped
+
+
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
+def run(main):
+    """``absl.app.run(main)``, but asking for help exits 0 (absl exits 1)."""
+    from absl import app
+
+    try:
+        app.run(main)
+    except SystemExit as exit_request:
+        if exit_request.code == 1 and any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+            sys.exit(0)
+        raise

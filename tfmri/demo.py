@@ -13,7 +13,7 @@ import collections
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
 from tfmri import cli
 
@@ -42,7 +42,9 @@ def evaluate_zero_filled(dataset):
     volumes = collections.defaultdict(lambda: ([], []))
     for inputs, target in dataset:
         zero_filled = transforms.denormalize(
-            inputs["zero_filled"][..., 0], inputs["mean"][:, None, None], inputs["std"][:, None, None]
+            inputs["zero_filled"][..., 0],
+            inputs["mean"][:, None, None],
+            inputs["std"][:, None, None],
         )
         gt = transforms.denormalize(
             target[..., 0], inputs["mean"][:, None, None], inputs["std"][:, None, None]
@@ -69,7 +71,9 @@ def main(argv):
     _step(f"HDF5 -> TFRecords -> {records_dir}")
     bar = ProgressBar(convert.count_volumes(raw_dir), "volumes")
     manifest = convert.convert(
-        raw_dir, records_dir, convert.ConvertOptions(num_shards=4, num_workers=2),
+        raw_dir,
+        records_dir,
+        convert.ConvertOptions(num_shards=4, num_workers=2),
         lambda *_: bar.update(),
     )
     bar.close()
@@ -81,21 +85,26 @@ def main(argv):
     for split, training in (("singlecoil_train", True), ("singlecoil_val", False)):
         _step(f"one epoch of {split} through the tf.data pipeline (8x random masks)")
         dataset = pipeline.make_dataset(records_dir, split, options, training)
+        input_spec, target_spec = dataset.element_spec
         started, slices = time.monotonic(), 0
-        for inputs, target in dataset:
+        for inputs, _ in dataset:
             slices += int(inputs["zero_filled"].shape[0])
         seconds = time.monotonic() - started
         print(
-            f"{split}: {slices} slices, input {tuple(inputs['zero_filled'].shape[1:])}, "
-            f"target {tuple(target.shape[1:])}, {seconds:.1f} s ({slices / seconds:.0f} slices/s)"
+            f"{split}: {slices} slices, input {input_spec['zero_filled'].shape[1:]}, "
+            f"target {target_spec.shape[1:]}, {seconds:.1f} s ({slices / seconds:.0f} slices/s)"
         )
 
     _step("zero-filled baseline on singlecoil_val (fastMRI metrics, per volume)")
-    results = evaluate_zero_filled(pipeline.make_dataset(records_dir, "singlecoil_val", options, False))
+    results = evaluate_zero_filled(
+        pipeline.make_dataset(records_dir, "singlecoil_val", options, False)
+    )
     for name in ("nmse", "psnr", "ssim"):
         values = np.array([r[name] for r in results])
-        print(f"  {name.upper():5s} {values.mean():.4f} +/- {values.std():.4f}  ({len(values)} volumes)")
+        print(
+            f"  {name.upper():5s} {values.mean():.4f} +/- {values.std():.4f}  ({len(values)} volumes)"
+        )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

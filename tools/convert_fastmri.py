@@ -6,7 +6,7 @@ Resumable: rerun the same command after an interruption and it finishes the job,
 keeping the shards that are complete. See tfmri/data/convert.py for the layout.
 """
 
-from absl import app, flags
+from absl import flags
 
 from tfmri import cli
 
@@ -16,13 +16,19 @@ from tfmri.data import convert  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input_dir", None, "fastMRI data: a directory of .h5 files or of split sub-directories.")
+flags.DEFINE_string(
+    "input_dir", None, "fastMRI data: a directory of .h5 files or of split sub-directories."
+)
 flags.DEFINE_string("output_dir", None, "Where to write the shards and manifest.json.")
 flags.DEFINE_integer("num_shards", 4, "Shards per split (at most one per volume).", lower_bound=1)
-flags.DEFINE_integer("num_workers", 2, "Worker processes writing shards in parallel.", lower_bound=1)
+flags.DEFINE_integer(
+    "num_workers", 2, "Worker processes writing shards in parallel.", lower_bound=1
+)
 flags.DEFINE_enum("compression", "NONE", list(convert.COMPRESSIONS), "TFRecord compression.")
 flags.DEFINE_enum(
-    "on_error", "fail", list(convert.ON_ERROR),
+    "on_error",
+    "fail",
+    list(convert.ON_ERROR),
     "fail: stop at the first bad file; skip: leave bad files out and list them in the manifest.",
 )
 flags.mark_flags_as_required(["input_dir", "output_dir"])
@@ -52,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

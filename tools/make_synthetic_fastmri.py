@@ -6,7 +6,7 @@ Creates <output_dir>/{singlecoil,multicoil}_{train,val,test}/file*.h5. Test file
 only undersampled k-space with its mask, as fastMRI's test sets do.
 """
 
-from absl import app, flags
+from absl import flags
 
 from tfmri import cli
 
@@ -18,7 +18,9 @@ from tfmri.progress import ProgressBar  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Directory to write the split sub-directories into.")
 flags.DEFINE_integer("num_volumes", 10, "Volumes in all, dealt to train/val/test.", lower_bound=1)
-flags.DEFINE_integer("num_slices", 12, "Slices per volume (real knee volumes have ~35).", lower_bound=1)
+flags.DEFINE_integer(
+    "num_slices", 12, "Slices per volume (real knee volumes have ~35).", lower_bound=1
+)
 flags.DEFINE_integer("coils", 1, "1 for single-coil files, K > 1 for multi-coil.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed; the same seed writes the same files.")
 flags.DEFINE_float("val_fraction", 0.2, "Fraction of the volumes in the validation split.")
@@ -31,8 +33,12 @@ def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; all options are --flags")
     spec = synthetic.SyntheticSpec(
-        FLAGS.num_volumes, FLAGS.num_slices, FLAGS.coils, FLAGS.seed,
-        FLAGS.val_fraction, FLAGS.test_fraction,
+        FLAGS.num_volumes,
+        FLAGS.num_slices,
+        FLAGS.coils,
+        FLAGS.seed,
+        FLAGS.val_fraction,
+        FLAGS.test_fraction,
     )
     bar = ProgressBar(FLAGS.num_volumes, "volumes")
     written = synthetic.generate(spec, FLAGS.output_dir, lambda done, total: bar.update())
@@ -42,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -27,8 +27,8 @@ import tensorflow as tf
 from absl import logging
 
 from tfmri import fileio
-from tfmri.errors import UserError
 from tfmri.data import fastmri_files, schema
+from tfmri.errors import UserError
 
 COMPRESSIONS = {"NONE": "", "GZIP": ".gz"}
 ON_ERROR = ("fail", "skip")
@@ -95,7 +95,9 @@ def discover_splits(input_dir) -> dict[str, list[str]]:
         if os.path.isdir(subdirectory) and glob.glob(os.path.join(subdirectory, "*.h5")):
             splits[entry] = fastmri_files.list_volumes(subdirectory)
     if glob.glob(os.path.join(input_dir, "*.h5")):
-        splits[os.path.basename(os.path.normpath(input_dir))] = fastmri_files.list_volumes(input_dir)
+        splits[os.path.basename(os.path.normpath(input_dir))] = fastmri_files.list_volumes(
+            input_dir
+        )
     if not splits:
         raise fastmri_files.FastMRIFileError(
             input_dir,

@@ -98,12 +98,13 @@ def parse_header(xml_bytes, path="<header>") -> Header:
         for key in ("encoding",) + keys:
             element = element.find(ISMRMRD_NAMESPACE + key)
             if element is None:
-                raise FastMRIFileError(
-                    path, f"ismrmrd_header lacks encoding/{'/'.join(keys)}"
-                )
+                raise FastMRIFileError(path, f"ismrmrd_header lacks encoding/{'/'.join(keys)}")
         return int(float(element.text))
 
-    encoded = (integer("encodedSpace", "matrixSize", "x"), integer("encodedSpace", "matrixSize", "y"))
+    encoded = (
+        integer("encodedSpace", "matrixSize", "x"),
+        integer("encodedSpace", "matrixSize", "y"),
+    )
     recon = (integer("reconSpace", "matrixSize", "x"), integer("reconSpace", "matrixSize", "y"))
     center = integer("encodingLimits", "kspace_encoding_step_1", "center")
     maximum = integer("encodingLimits", "kspace_encoding_step_1", "maximum") + 1
@@ -143,7 +144,8 @@ def _read(path, handle, key):
         return handle[key][()]
     except (OSError, RuntimeError, KeyError) as error:
         raise FastMRIFileError(
-            path, f"dataset {key!r} cannot be read, the file is truncated or corrupt ({error})",
+            path,
+            f"dataset {key!r} cannot be read, the file is truncated or corrupt ({error})",
             "download or copy it again",
         ) from None
 
@@ -153,7 +155,8 @@ def _require_finite(path, key, array):
     if not finite.all():
         bad_slice = int(np.argwhere(~finite)[0][0])
         raise FastMRIFileError(
-            path, f"dataset {key!r} holds NaN or infinite values (first in slice {bad_slice})",
+            path,
+            f"dataset {key!r} holds NaN or infinite values (first in slice {bad_slice})",
             "exclude the file (--on_error=skip) or repair it",
         )
 
@@ -202,7 +205,8 @@ def read_volume(path, check_finite=True) -> Volume:
         mask = _check_mask(path, mask, kspace.shape[-1])
     if target is None and mask is None:
         raise FastMRIFileError(
-            path, f"neither a target ({target_key!r}) nor a test 'mask' is present",
+            path,
+            f"neither a target ({target_key!r}) nor a test 'mask' is present",
             "single-coil files need reconstruction_esc, multi-coil reconstruction_rss",
         )
     return Volume(path, kspace, target, mask, header, attrs)

@@ -204,9 +204,7 @@ def sample_mask(spec: MaskSpec, width, seed) -> tuple[tf.Tensor, tf.Tensor]:
         tf.debugging.assert_positive(
             remaining, message="magic_fraction mask: acceleration too high for the width"
         )
-        acceleration = tf.cast(
-            tf.round(width_f / tf.cast(remaining, tf.float64)), tf.int32
-        )
+        acceleration = tf.cast(tf.round(width_f / tf.cast(remaining, tf.float64)), tf.int32)
         kind = "magic"
 
     def random_offset(limit):

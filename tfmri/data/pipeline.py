@@ -21,7 +21,6 @@ import functools
 import json
 import os
 
-import numpy as np
 import tensorflow as tf
 
 from tfmri.data import convert, masks, schema, transforms
@@ -76,7 +75,9 @@ def split_info(data_dir, split):
     paths = [os.path.join(data_dir, shard) for shard in entry["shards"]]
     for path, expected in zip(paths, entry.get("shard_bytes", [None] * len(paths))):
         if not os.path.exists(path):
-            raise DataError(f"{path}: shard listed in the manifest is missing; rerun the conversion")
+            raise DataError(
+                f"{path}: shard listed in the manifest is missing; rerun the conversion"
+            )
         if expected is not None and os.path.getsize(path) != expected:
             raise DataError(
                 f"{path}: {os.path.getsize(path)} bytes, the manifest says {expected}: the shard "
@@ -104,26 +105,27 @@ def fixed_volume_mask(spec, volume, width):
     return mask
 
 
-def zero_filled_image(masked_kspace, crop_size):
+def zero_filled_image(kspace, mask, crop_size):
     """Magnitude image of undersampled k-space, cropped to ``crop_size`` squared.
 
     Args:
-      masked_kspace: complex64 [H, W] (single-coil) or [coils, H, W] (multi-coil).
+      kspace: complex64 [H, W] (single-coil) or [coils, H, W] (multi-coil).
+      mask: float32 [W], 1 where a column is sampled.
       crop_size: side of the square recon crop (320 for fastMRI knee).
 
     Returns:
-      float32 [crop_size, crop_size]: ``|crop(ifft2c(k))|``, RSS over coils if multi-coil.
+      float32 [crop_size, crop_size]: ``|crop(ifft2c(k * mask))|``, RSS over coils if
+      multi-coil.
     """
-    image = transforms.center_crop(transforms.ifft2c(masked_kspace), crop_size, crop_size)
-    if masked_kspace.shape.rank == 3:
+    image = transforms.cropped_ifft2c(kspace, mask, crop_size, crop_size)
+    if kspace.shape.rank == 3:
         return transforms.rss(image, axis=-3)
     return transforms.complex_abs(image)
 
 
 def _prepare(features, mask, crop_size, has_target):
     """Parsed example + mask -> (inputs, target), or inputs alone without a target."""
-    masked_kspace = masks.apply_mask(features["kspace"], mask)
-    zero_filled = zero_filled_image(masked_kspace, crop_size)
+    zero_filled = zero_filled_image(features["kspace"], mask, crop_size)
     normalized, mean, std = transforms.normalize_instance(zero_filled)
     inputs = {
         "zero_filled": tf.ensure_shape(normalized[..., None], [crop_size, crop_size, 1]),

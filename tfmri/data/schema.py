@@ -62,7 +62,8 @@ def slice_example(volume, slice_index) -> bytes:
         "acceleration": _ints([volume.acceleration]),
     }
     example = tf.train.Example(features=tf.train.Features(feature=features))
-    return example.SerializeToString()
+    # Deterministic: map order must not depend on the process, or reruns would differ.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_slice(serialized, kspace_rank=None):

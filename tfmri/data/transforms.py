@@ -45,6 +45,49 @@ def ifft2c(kspace):
     return image * tf.cast(_sqrt_num_pixels(kspace), image.dtype)
 
 
+def _ifft1c_last(x):
+    """Centred orthonormal 1D inverse FFT over the innermost axis."""
+    length = tf.shape(x)[-1]
+    shifted = tf.roll(x, shift=-(length // 2), axis=-1)
+    image = tf.roll(tf.signal.ifft(shifted), shift=length // 2, axis=-1)
+    return image * tf.cast(tf.sqrt(tf.cast(length, tf.float32)), image.dtype)
+
+
+def cropped_ifft2c(kspace, mask, height, width):
+    """``center_crop(ifft2c(kspace * mask), height, width)``, computed with less work.
+
+    The readout (H) transform runs only over the sampled columns, whose other columns
+    are zero, and the phase-encoding (W) transform only over the ``height`` rows kept
+    by the crop: at 8x on 640 x 368 k-space about a quarter of the full 2D FFT's work.
+
+    Args:
+      kspace: complex64 [..., H, W].
+      mask: float32 [W], 1 where a column is sampled (others are ignored, as if zero).
+      height, width: the crop size.
+
+    Returns:
+      complex64 [..., height, width].
+    """
+    kspace = tf.convert_to_tensor(kspace)
+    sampled = tf.cast(tf.where(mask > 0)[:, 0], tf.int32)
+    rank = kspace.shape.rank
+    to_columns_first = list(range(rank - 2)) + [rank - 1, rank - 2]
+    columns = tf.transpose(tf.gather(kspace, sampled, axis=-1), to_columns_first)  # [..., n, H]
+    columns = columns * tf.cast(tf.gather(mask, sampled), columns.dtype)[:, None]
+    rows_kept = center_crop(_ifft1c_last(columns), tf.shape(columns)[-2], height)  # [..., n, h]
+    # Put the transformed columns back in place, zeros elsewhere: gather from [cols; 0].
+    num_columns = tf.shape(kspace)[-1]
+    slot = tf.tensor_scatter_nd_update(
+        tf.fill([num_columns], tf.shape(sampled)[0]),
+        sampled[:, None],
+        tf.range(tf.shape(sampled)[0]),
+    )
+    padded = tf.concat([rows_kept, tf.zeros_like(rows_kept[..., :1, :])], axis=-2)
+    full = tf.transpose(tf.gather(padded, slot, axis=-2), to_columns_first)  # [..., h, W]
+    image = _ifft1c_last(full)
+    return center_crop(image, height, width)
+
+
 def complex_abs(x):
     """Magnitude: complex64 [...] -> float32 [...]."""
     return tf.abs(x)
@@ -55,6 +98,7 @@ def rss(x, axis=-3):
 
     Accepts complex (coil images) or real (coil magnitudes) input.
     """
+    x = tf.convert_to_tensor(x)
     magnitude_squared = tf.math.real(x * tf.math.conj(x)) if x.dtype.is_complex else x * x
     return tf.sqrt(tf.reduce_sum(magnitude_squared, axis=axis))
 
@@ -65,6 +109,7 @@ def center_crop(x, height, width):
     Follows fastMRI's rounding: the crop starts at ``(H - height) // 2``. Raises
     ``InvalidArgumentError`` in a graph when the input is smaller than the crop.
     """
+    x = tf.convert_to_tensor(x)
     shape = tf.shape(x)
     tf.debugging.assert_greater_equal(
         shape[-2:],

@@ -1,0 +1,155 @@
+import glob
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.test_transforms import numpy_ifft2c
+from tfmri.data import fastmri_files, masks, pipeline
+
+SPEC = masks.MaskSpec("random", (0.04,), (8,))
+OPTIONS = pipeline.PipelineOptions(SPEC, batch_size=2)
+
+
+def _volumes(raw, split):
+    paths = glob.glob(os.path.join(raw, split, "*.h5"))
+    return {os.path.basename(p): fastmri_files.read_volume(p) for p in paths}
+
+
+def _numpy_zero_filled(kspace, mask):
+    """Independent reference: |crop(ifft2c(k * mask))|, RSS over coils, in NumPy."""
+    image = numpy_ifft2c(kspace * mask)
+    top, left = (image.shape[-2] - 320) // 2, (image.shape[-1] - 320) // 2
+    image = np.abs(image[..., top : top + 320, left : left + 320])
+    return np.sqrt((image**2).sum(axis=0)) if kspace.ndim == 3 else image
+
+
+def _unbatch(dataset):
+    return dataset.unbatch()
+
+
+def test_evaluation_zero_filled_matches_numpy_with_fastmri_masks(
+    singlecoil_raw, singlecoil_records
+):
+    volumes = _volumes(singlecoil_raw, "singlecoil_val")
+    dataset = pipeline.make_dataset(singlecoil_records, "singlecoil_val", OPTIONS, training=False)
+    count = 0
+    for inputs, target in _unbatch(dataset):
+        volume = volumes[inputs["volume"].numpy().decode()]
+        index = int(inputs["slice_index"])
+        mask, _ = masks.MaskFunction(SPEC)(
+            volume.kspace.shape[-1], seed=masks.volume_seed(volume.name)
+        )
+        expected = _numpy_zero_filled(volume.kspace[index], mask)
+        mean, std = expected.mean(), expected.std(ddof=1)
+        assert float(inputs["mean"]) == pytest.approx(mean, rel=1e-4)
+        assert float(inputs["std"]) == pytest.approx(std, rel=1e-3)
+        restored = inputs["zero_filled"].numpy()[..., 0] * float(inputs["std"]) + float(
+            inputs["mean"]
+        )
+        unclamped = np.abs(inputs["zero_filled"].numpy()[..., 0]) < 6
+        np.testing.assert_allclose(
+            restored[unclamped], expected[unclamped], rtol=1e-3, atol=1e-3 * expected.max()
+        )
+        expected_target = np.clip((volume.target[index] - mean) / (std + 1e-11), -6, 6)
+        np.testing.assert_allclose(target.numpy()[..., 0], expected_target, rtol=1e-3, atol=2e-3)
+        assert float(inputs["max_value"]) == pytest.approx(volume.max_value)
+        count += 1
+    assert count == sum(v.num_slices for v in volumes.values())
+
+
+def test_evaluation_order_and_masks_are_identical_on_every_pass(singlecoil_records):
+    dataset = pipeline.make_dataset(singlecoil_records, "singlecoil_train", OPTIONS, training=False)
+    first = [(i["volume"].numpy().tolist(), i["zero_filled"].numpy()) for i, _ in dataset]
+    second = [(i["volume"].numpy().tolist(), i["zero_filled"].numpy()) for i, _ in dataset]
+    for (name_a, image_a), (name_b, image_b) in zip(first, second):
+        assert name_a == name_b
+        np.testing.assert_array_equal(image_a, image_b)
+    # Slices of a volume are contiguous and in order.
+    order = [(i["volume"].numpy().decode(), int(i["slice_index"])) for i, _ in _unbatch(dataset)]
+    names = [name for name, _ in order]
+    assert all(
+        names.index(n) + names.count(n) - 1 == len(names) - 1 - names[::-1].index(n)
+        for n in set(names)
+    )
+    for name in set(names):
+        assert [s for n, s in order if n == name] == sorted(s for n, s in order if n == name)
+
+
+def test_training_draws_fresh_masks_every_epoch(singlecoil_records):
+    dataset = pipeline.make_dataset(singlecoil_records, "singlecoil_train", OPTIONS, training=True)
+
+    def epoch():
+        return {
+            (i["volume"].numpy().decode(), int(i["slice_index"])): i["zero_filled"].numpy()
+            for i, _ in _unbatch(dataset)
+        }
+
+    first, second = epoch(), epoch()
+    assert first.keys() == second.keys() and len(first) == 9
+    differing = sum(not np.array_equal(first[k], second[k]) for k in first)
+    assert differing == len(first)
+
+
+def test_test_split_uses_the_files_own_mask_and_has_no_target(singlecoil_raw, singlecoil_records):
+    volumes = _volumes(singlecoil_raw, "singlecoil_test")
+    dataset = pipeline.make_dataset(singlecoil_records, "singlecoil_test", OPTIONS, training=False)
+    assert isinstance(dataset.element_spec, dict)
+    for inputs in dataset.unbatch():
+        volume = volumes[inputs["volume"].numpy().decode()]
+        expected = _numpy_zero_filled(volume.kspace[int(inputs["slice_index"])], volume.mask)
+        restored = inputs["zero_filled"].numpy()[..., 0] * float(inputs["std"]) + float(
+            inputs["mean"]
+        )
+        unclamped = np.abs(inputs["zero_filled"].numpy()[..., 0]) < 6
+        np.testing.assert_allclose(
+            restored[unclamped], expected[unclamped], rtol=1e-3, atol=1e-3 * expected.max()
+        )
+    with pytest.raises(pipeline.DataError, match="no targets"):
+        pipeline.make_dataset(singlecoil_records, "singlecoil_test", OPTIONS, training=True)
+
+
+def test_multicoil_zero_filled_is_rss_of_coil_images(multicoil_records):
+    raw, records = multicoil_records
+    volumes = _volumes(raw, "multicoil_train")
+    dataset = pipeline.make_dataset(records, "multicoil_train", OPTIONS, training=False)
+    for inputs, target in _unbatch(dataset):
+        volume = volumes[inputs["volume"].numpy().decode()]
+        mask, _ = masks.MaskFunction(SPEC)(
+            volume.kspace.shape[-1], seed=masks.volume_seed(volume.name)
+        )
+        expected = _numpy_zero_filled(volume.kspace[int(inputs["slice_index"])], mask)
+        assert float(inputs["mean"]) == pytest.approx(expected.mean(), rel=1e-4)
+        assert target.shape == (320, 320, 1)
+
+
+def test_missing_manifest_split_and_truncated_shard(singlecoil_records, tmp_path):
+    with pytest.raises(pipeline.DataError, match="no manifest"):
+        pipeline.make_dataset(str(tmp_path), "singlecoil_train", OPTIONS, training=True)
+    with pytest.raises(pipeline.DataError, match="no split 'train'"):
+        pipeline.make_dataset(singlecoil_records, "train", OPTIONS, training=True)
+    copy = tmp_path / "copy"
+    shutil.copytree(singlecoil_records, copy)
+    manifest = json.load(open(copy / "manifest.json"))
+    shard = copy / manifest["splits"]["singlecoil_train"]["shards"][0]
+    with open(shard, "r+b") as handle:
+        handle.truncate(os.path.getsize(shard) - 100)
+    with pytest.raises(pipeline.DataError, match="truncated or was changed; delete it and rerun"):
+        pipeline.make_dataset(str(copy), "singlecoil_train", OPTIONS, training=True)
+
+
+def test_corrupt_record_is_a_data_loss_error(singlecoil_records, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(singlecoil_records, copy)
+    manifest = json.load(open(copy / "manifest.json"))
+    shard = copy / manifest["splits"]["singlecoil_val"]["shards"][0]
+    with open(shard, "r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\xff" * 64)
+    dataset = pipeline.make_dataset(str(copy), "singlecoil_val", OPTIONS, training=False)
+    with pytest.raises(tf.errors.DataLossError):
+        for _ in dataset:
+            pass
