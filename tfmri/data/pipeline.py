@@ -163,7 +163,6 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             f"{coils}); convert them into separate directories"
         )
     kspace_rank = 3 if coils[0] > 1 else 2
-    test_masks = entry["statistics"].get("accelerations", {}).keys() - {"0"}
     crop_size = options.crop_size
     spec = options.mask
 
@@ -194,7 +193,7 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
 
         def prepare(serialized):
             features = schema.parse_slice(serialized, kspace_rank)
-            if test_masks and not has_target:
+            if not has_target:
                 mask = features["mask"]  # test k-space is already undersampled
             else:
                 width = tf.shape(features["kspace"])[-1]
