@@ -35,6 +35,11 @@ ON_ERROR = ("fail", "skip")
 MANIFEST = "manifest.json"
 
 
+def tfrecord_compression(name):
+    """The ``compression_type`` TensorFlow's TFRecord readers and writers take for a name."""
+    return "" if name == "NONE" else name
+
+
 class ConversionError(UserError):
     """A conversion that must stop; the message names the file and the fix."""
 
@@ -154,7 +159,7 @@ def convert_shard(task: ShardTask) -> dict:
 
     volumes, skipped = [], []
     bytes_read = 0
-    options = tf.io.TFRecordOptions(compression_type=task.compression.replace("NONE", ""))
+    options = tf.io.TFRecordOptions(compression_type=tfrecord_compression(task.compression))
     with fileio.atomic_path(task.path) as temporary:
         with tf.io.TFRecordWriter(temporary, options) as writer:
             for path in task.inputs:

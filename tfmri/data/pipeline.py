@@ -65,7 +65,7 @@ def load_manifest(data_dir) -> dict:
 
 
 def split_info(data_dir, split):
-    """(manifest entry of the split, list of shard paths), every shard checked to exist."""
+    """(manifest, its entry for the split, shard paths), every shard checked to exist."""
     manifest = load_manifest(data_dir)
     if split not in manifest["splits"]:
         raise DataError(
@@ -85,7 +85,7 @@ def split_info(data_dir, split):
             )
     if not paths:
         raise DataError(f"{data_dir}: split {split!r} has no shards")
-    return entry, paths
+    return manifest, entry, paths
 
 
 @functools.lru_cache(maxsize=4096)
@@ -151,11 +151,11 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
     Evaluation: shards read in manifest order, slices of a volume contiguous and in
     order, the same fixed mask for every slice of a volume, identical on every pass.
     """
-    entry, paths = split_info(data_dir, split)
+    manifest, entry, paths = split_info(data_dir, split)
     has_target = entry["statistics"]["has_target"]
     if training and not has_target:
         raise DataError(f"{data_dir}: split {split!r} has no targets and cannot be trained on")
-    compression = load_manifest(data_dir)["compression"].replace("NONE", "")
+    compression = convert.tfrecord_compression(manifest["compression"])
     coils = entry["statistics"]["coils"]
     if len(coils) != 1:
         raise DataError(
