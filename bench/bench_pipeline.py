@@ -3,18 +3,26 @@
   python bench/bench_pipeline.py [--num_volumes=8 --num_slices=20]
 
 Prints, on the same files and cores:
-* bare h5py read of every volume (the I/O ceiling) and the converter, in MB/s;
+* a bare h5py read of every volume (the I/O ceiling) and the converter, in MB/s, both
+  from disk (the files are evicted from the page cache first with posix_fadvise), and
+  the bare read from the page cache (a memory-copy ceiling) for comparison;
 * a straightforward per-slice h5py + NumPy loader (8x random mask, ifft2c, crop,
   normalise) and tfmri's tf.data pipeline doing the same work, in slices/s;
 and the ratios. For scale, fastMRI's PyTorch SliceDataset + UnetDataTransform with
 2 workers does 108-139 slices/s on these 2-core machines.
 """
 
+import collections
+import json
 import os
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
-from absl import flags
+from absl import flags, logging
 
 from tfmri import cli
 
@@ -26,13 +34,25 @@ import numpy as np  # noqa: E402
 from tfmri.data import convert, masks, pipeline, synthetic  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_volumes", 8, "Synthetic volumes (train split gets most).")
-flags.DEFINE_integer("num_slices", 20, "Slices per volume.")
+flags.DEFINE_integer("num_volumes", 16, "Synthetic volumes (train split gets most).")
+flags.DEFINE_integer("num_slices", 30, "Slices per volume.")
 flags.DEFINE_integer("batch_size", 8, "Batch size of both loaders.")
 flags.DEFINE_integer("epochs", 3, "Pipeline epochs timed (after one warm-up epoch).")
+flags.DEFINE_integer("repeats", 3, "Times each measurement is repeated; medians are printed.")
 
 SPEC = masks.MaskSpec("random", (0.04,), (8,))
 PYTORCH_REFERENCE = (108, 139)
+
+
+def evict(paths):
+    """Drops the files from the page cache, so that the next read comes from disk."""
+    os.sync()  # dirty pages (files just written) cannot be dropped until written back
+    for path in paths:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
 
 
 def bare_read(paths):
@@ -43,6 +63,17 @@ def bare_read(paths):
                 if key in handle:
                     total += handle[key][()].nbytes
     return total / 1e6 / (time.monotonic() - started)
+
+
+def run_converter(raw, records):
+    """MB/s of tools/convert_fastmri.py, run as a user runs it (its workers load no TensorFlow)."""
+    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+    command = [sys.executable, os.path.join(tool, "convert_fastmri.py"), "--input_dir", raw]
+    command += ["--output_dir", records, "--num_shards=4", "--num_workers=2"]
+    subprocess.run(command, check=True, capture_output=True)
+    with open(os.path.join(records, convert.MANIFEST)) as handle:
+        manifest = json.load(handle)
+    return manifest["bytes_converted"] / 1e6 / manifest["seconds"]
 
 
 def numpy_loader(paths, batch_size):
@@ -90,26 +121,40 @@ def main(argv):
         raw = os.path.join(workdir, "raw")
         spec = synthetic.SyntheticSpec(FLAGS.num_volumes, FLAGS.num_slices, 1, 0, 0.15, 0.1)
         written = synthetic.generate(spec, raw)
-        paths = [p for split in ("train", "val") for p in written[split]]
         train_paths = written["train"]
-        bare_read(paths)  # warm the page cache so both readers see the same disk state
-        ceiling = bare_read(paths)
+        all_paths = [p for split in written.values() for p in split]
         records = os.path.join(workdir, "records")
-        manifest = convert.convert(
-            raw, records, convert.ConvertOptions(num_shards=4, num_workers=2)
-        )
-        converter = manifest["bytes_converted"] / 1e6 / manifest["seconds"]
-        loader = numpy_loader(train_paths, FLAGS.batch_size)
-        tfdata = tf_pipeline(records, FLAGS.batch_size, FLAGS.epochs)
-
-    print(f"data: {len(paths)} volumes x {FLAGS.num_slices} slices, single-coil 640 x W, 8x random")
-    print(f"bare h5py read (I/O ceiling)     {ceiling:8.1f} MB/s")
-    print(
-        f"converter (2 workers)            {converter:8.1f} MB/s  = {converter / ceiling:.2f} x ceiling"
+        measured = collections.defaultdict(list)
+        for repeat in range(FLAGS.repeats):
+            evict(all_paths)
+            measured["ceiling"].append(bare_read(all_paths))
+            measured["warm"].append(bare_read(all_paths))
+            evict(all_paths)
+            shutil.rmtree(records, ignore_errors=True)
+            measured["converter"].append(run_converter(raw, records))
+            os.sync()  # no write-back of the new shards while the loaders are timed
+            measured["loader"].append(numpy_loader(train_paths, FLAGS.batch_size))
+            measured["tfdata"].append(tf_pipeline(records, FLAGS.batch_size, FLAGS.epochs))
+            logging.info("repeat %d: %s", repeat, {k: round(v[-1], 1) for k, v in measured.items()})
+    ceiling, warm, converter, loader, tfdata = (
+        statistics.median(measured[key])
+        for key in ("ceiling", "warm", "converter", "loader", "tfdata")
     )
-    print(f"per-slice h5py + NumPy loader    {loader:8.1f} slices/s")
+
+    print(f"medians of {FLAGS.repeats} runs")
     print(
-        f"tfmri tf.data pipeline           {tfdata:8.1f} slices/s = {tfdata / loader:.2f} x loader, "
+        f"data: {len(all_paths)} volumes ({len(train_paths)} train) x {FLAGS.num_slices} slices, "
+        "single-coil 640 x W, 8x random"
+    )
+    print(f"bare h5py read from disk (I/O ceiling)   {ceiling:8.1f} MB/s")
+    print(f"bare h5py read from the page cache       {warm:8.1f} MB/s")
+    print(
+        f"converter tool (2 workers, from disk)    {converter:8.1f} MB/s = "
+        f"{converter / ceiling:.2f} x I/O ceiling, {converter / warm:.2f} x page-cache read"
+    )
+    print(f"per-slice h5py + NumPy loader            {loader:8.1f} slices/s")
+    print(
+        f"tfmri tf.data pipeline                   {tfdata:8.1f} slices/s = {tfdata / loader:.2f} x loader, "
         f"{tfdata / PYTORCH_REFERENCE[1]:.2f}-{tfdata / PYTORCH_REFERENCE[0]:.2f} x fastMRI PyTorch "
         f"({PYTORCH_REFERENCE[0]}-{PYTORCH_REFERENCE[1]} slices/s)"
     )

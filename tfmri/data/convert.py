@@ -21,13 +21,13 @@ import glob
 import json
 import multiprocessing
 import os
+import sys
 import time
 
-import tensorflow as tf
 from absl import logging
 
 from tfmri import fileio
-from tfmri.data import fastmri_files, schema
+from tfmri.data import fastmri_files, records, schema
 from tfmri.errors import UserError
 
 COMPRESSIONS = {"NONE": "", "GZIP": ".gz"}
@@ -159,9 +159,8 @@ def convert_shard(task: ShardTask) -> dict:
 
     volumes, skipped = [], []
     bytes_read = 0
-    options = tf.io.TFRecordOptions(compression_type=tfrecord_compression(task.compression))
     with fileio.atomic_path(task.path) as temporary:
-        with tf.io.TFRecordWriter(temporary, options) as writer:
+        with records.RecordWriter(temporary, task.compression) as writer:
             for path in task.inputs:
                 try:
                     volume = fastmri_files.read_volume(path)
@@ -315,8 +314,10 @@ def _run(tasks, num_workers, progress):
         finally:
             _init_worker(None)
         return results
-    # spawn: forking a process that may hold TensorFlow's thread pools can deadlock.
-    context = multiprocessing.get_context("spawn")
+    # The workers need no TensorFlow. Forking is instant, but forking a process that has
+    # loaded TensorFlow (and its thread pools) can deadlock: then start them afresh.
+    method = "spawn" if "tensorflow" in sys.modules else "fork"
+    context = multiprocessing.get_context(method)
     queue = context.Queue()
     results = {}
     with context.Pool(min(num_workers, len(tasks)), _init_worker, (queue,)) as pool:

@@ -7,63 +7,69 @@ and the pipeline refuses data written under another version.
 """
 
 import numpy as np
-import tensorflow as tf
+
+from tfmri.data import records
 
 SCHEMA_VERSION = 1
 
-FEATURES = {
+# name -> (kind, shape); kind is bytes, int64 or float. shape None = variable length.
+FIELDS = {
     # complex64 little-endian bytes of one slice, [H, W] or [coils, H, W]
-    "kspace": tf.io.FixedLenFeature([], tf.string),
-    "kspace_shape": tf.io.VarLenFeature(tf.int64),
+    "kspace": ("bytes", []),
+    "kspace_shape": ("int64", None),
     # float32 bytes of the target slice [recon_h, recon_w]; empty for test files
-    "target": tf.io.FixedLenFeature([], tf.string),
+    "target": ("bytes", []),
     # float32 bytes [W] of a test file's sampling mask; empty otherwise
-    "mask": tf.io.FixedLenFeature([], tf.string),
-    "recon_size": tf.io.FixedLenFeature([2], tf.int64),
-    "volume": tf.io.FixedLenFeature([], tf.string),  # the HDF5 file name
-    "slice_index": tf.io.FixedLenFeature([], tf.int64),
-    "num_slices": tf.io.FixedLenFeature([], tf.int64),
-    "max_value": tf.io.FixedLenFeature([], tf.float32),  # volume max of the target
-    "acquisition": tf.io.FixedLenFeature([], tf.string),
-    "acceleration": tf.io.FixedLenFeature([], tf.int64),  # test files; 0 when fully sampled
+    "mask": ("bytes", []),
+    "recon_size": ("int64", [2]),
+    "volume": ("bytes", []),  # the HDF5 file name
+    "slice_index": ("int64", []),
+    "num_slices": ("int64", []),
+    "max_value": ("float", []),  # volume max of the target
+    "acquisition": ("bytes", []),
+    "acceleration": ("int64", []),  # test files; 0 when fully sampled
 }
 
 
-def _bytes(value):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+def features():
+    """The ``tf.io`` parsing spec of :data:`FIELDS`."""
+    import tensorflow as tf  # here, not above: the converter's workers must not load it
+
+    dtypes = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
+    return {
+        name: tf.io.VarLenFeature(dtypes[kind])
+        if shape is None
+        else tf.io.FixedLenFeature(shape, dtypes[kind])
+        for name, (kind, shape) in FIELDS.items()
+    }
 
 
-def _ints(values):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+def slice_example(volume, slice_index) -> list:
+    """Serialises slice ``slice_index`` of a :class:`~tfmri.data.fastmri_files.Volume`.
 
-
-def _float(value):
-    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
-
-
-def slice_example(volume, slice_index) -> bytes:
-    """Serialises slice ``slice_index`` of a :class:`~tfmri.data.fastmri_files.Volume`."""
+    Returns the ``tf.train.Example`` as a list of buffers (``b"".join`` gives the bytes);
+    the k-space buffer is a view of the volume's array, not a copy.
+    """
     kspace = np.ascontiguousarray(volume.kspace[slice_index], dtype="<c8")
     target = b""
     if volume.target is not None:
-        target = np.ascontiguousarray(volume.target[slice_index], dtype="<f4").tobytes()
+        target = np.ascontiguousarray(volume.target[slice_index], dtype="<f4")
     mask = b"" if volume.mask is None else np.asarray(volume.mask, dtype="<f4").tobytes()
-    features = {
-        "kspace": _bytes(kspace.tobytes()),
-        "kspace_shape": _ints(kspace.shape),
-        "target": _bytes(target),
-        "mask": _bytes(mask),
-        "recon_size": _ints(volume.header.recon_size),
-        "volume": _bytes(volume.name.encode()),
-        "slice_index": _ints([slice_index]),
-        "num_slices": _ints([volume.num_slices]),
-        "max_value": _float(volume.max_value),
-        "acquisition": _bytes(volume.acquisition.encode()),
-        "acceleration": _ints([volume.acceleration]),
+    values = {
+        "kspace": records.bytes_feature(kspace),
+        "kspace_shape": records.int64_feature(kspace.shape),
+        "target": records.bytes_feature(target),
+        "mask": records.bytes_feature(mask),
+        "recon_size": records.int64_feature(volume.header.recon_size),
+        "volume": records.bytes_feature(volume.name.encode()),
+        "slice_index": records.int64_feature([slice_index]),
+        "num_slices": records.int64_feature([volume.num_slices]),
+        "max_value": records.float_feature([volume.max_value]),
+        "acquisition": records.bytes_feature(volume.acquisition.encode()),
+        "acceleration": records.int64_feature([volume.acceleration]),
     }
-    example = tf.train.Example(features=tf.train.Features(feature=features))
-    # Deterministic: map order must not depend on the process, or reruns would differ.
-    return example.SerializeToString(deterministic=True)
+    assert values.keys() == FIELDS.keys()
+    return records.example(values)
 
 
 def parse_slice(serialized, kspace_rank=None):
@@ -73,9 +79,11 @@ def parse_slice(serialized, kspace_rank=None):
 
     Returns a dict with ``kspace`` complex64 [H, W] or [coils, H, W], ``target`` float32
     [recon_h, recon_w] (shape [0, 0] for test files), ``mask`` float32 [W] (empty unless
-    test), ``has_target`` bool, and the scalar metadata of :data:`FEATURES`.
+    test), ``has_target`` bool, and the scalar metadata of :data:`FIELDS`.
     """
-    parsed = tf.io.parse_single_example(serialized, FEATURES)
+    import tensorflow as tf
+
+    parsed = tf.io.parse_single_example(serialized, features())
     kspace_shape = tf.cast(tf.sparse.to_dense(parsed["kspace_shape"]), tf.int32)
     kspace = tf.reshape(tf.io.decode_raw(parsed["kspace"], tf.complex64), kspace_shape)
     if kspace_rank is not None:
