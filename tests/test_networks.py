@@ -1,0 +1,67 @@
+"""Shapes and receptive fields of the pix2pix networks."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmri.models import networks
+
+
+def _field_along_width(model, size, inputs_count):
+    """Width (pixels) of the input region that one central output value depends on."""
+    images = [
+        tf.Variable(tf.random.normal([1, size, size, 1], seed=i)) for i in range(inputs_count)
+    ]
+    with tf.GradientTape() as tape:
+        output = model(images if inputs_count > 1 else images[0], training=False)
+        height, width = output.shape[1], output.shape[2]
+        value = output[0, height // 2, width // 2, 0]
+    gradients = tape.gradient(value, images)
+    touched = np.any([np.abs(g.numpy()[0, :, :, 0]) > 0 for g in gradients], axis=0)
+    columns = np.flatnonzero(touched.any(axis=0))
+    return columns.max() - columns.min() + 1
+
+
+@pytest.mark.parametrize("depth", [1, 4, 6])
+@pytest.mark.parametrize("norm", ["batch", "instance", "none"])
+def test_generator_keeps_the_shape(depth, norm):
+    model = networks.unet_generator(320, depth, 4, 0.5, norm)
+    output = model(tf.zeros([2, 320, 320, 1]))
+    assert output.shape == (2, 320, 320, 1) and output.dtype == tf.float32
+
+
+def test_generator_depth_must_fit_the_image():
+    assert networks.max_depth(320) == 6 and networks.max_depth(256) == 8
+    with pytest.raises(ValueError, match="halves cleanly only 6 times"):
+        networks.unet_generator(320, depth=7)
+
+
+def test_residual_generator_starts_from_its_input():
+    model = networks.unet_generator(64, 3, 4, 0.0, "none", residual=True)
+    for layer in model.layers:  # zero every weight: the correction vanishes
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    image = tf.random.normal([1, 64, 64, 1])
+    np.testing.assert_allclose(model(image).numpy(), image.numpy())
+
+
+def test_tanh_output_is_bounded_by_the_clamp():
+    model = networks.unet_generator(64, 3, 4, 0.0, "none", residual=False, output_activation="tanh")
+    output = model(100.0 * tf.random.normal([2, 64, 64, 1]))
+    assert float(tf.reduce_max(tf.abs(output))) <= 6.0
+
+
+def test_patchgan_has_a_70_pixel_receptive_field():
+    model = networks.patch_discriminator(256, n_layers=3, base_filters=4, norm="none")
+    assert model([tf.zeros([2, 256, 256, 1])] * 2).shape == (2, 32, 32, 1)
+    assert _field_along_width(model, 256, 2) == 70
+
+
+def test_patchgan_field_grows_with_layers():
+    model = networks.patch_discriminator(256, n_layers=1, base_filters=4, norm="none")
+    assert _field_along_width(model, 256, 2) == 16  # 4 + 3 * 2 + 3 * 2
+
+
+def test_pixelgan_sees_one_pixel():
+    model = networks.pixel_discriminator(64, base_filters=4, norm="none")
+    assert model([tf.zeros([1, 64, 64, 1])] * 2).shape == (1, 64, 64, 1)
+    assert _field_along_width(model, 64, 2) == 1

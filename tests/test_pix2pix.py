@@ -1,0 +1,170 @@
+"""The training model: losses, schedule, train/test steps and precision modes."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from skimage.metrics import structural_similarity
+
+from tfmri import metrics
+from tfmri.models import image_metrics, pix2pix
+
+SIZE = 64
+
+
+def _config(**overrides):
+    values = dict(
+        image_size=SIZE,
+        depth=3,
+        base_filters=8,
+        dropout=0.0,
+        norm="instance",
+        d_base_filters=8,
+        d_norm="instance",
+    )
+    return pix2pix.ModelConfig(**{**values, **overrides})
+
+
+def _batch(seed=0, batch=4):
+    """A fixed batch: a smooth target, and an input with noise added (a denoising task)."""
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(-1, 1, SIZE)
+    target = np.stack(
+        [np.outer(np.cos(3 * grid * (i + 1)), np.sin(2 * grid)) for i in range(batch)]
+    )
+    target = target[..., None].astype(np.float32)
+    zero_filled = (target + 0.5 * rng.standard_normal(target.shape)).astype(np.float32)
+    inputs = {
+        "zero_filled": zero_filled,
+        "mean": np.full(batch, 2.0, np.float32),
+        "std": np.full(batch, 0.5, np.float32),
+        "max_value": np.full(batch, 2.5, np.float32),
+    }
+    return inputs, target
+
+
+def _compiled(config, precision="float32", learning_rate=1e-3):
+    model = pix2pix.Pix2Pix(config)
+    optimizers = [
+        pix2pix.make_optimizer(learning_rate, 0.5, 0.999, precision, name) for name in ("g", "d")
+    ]
+    model.compile(*optimizers)
+    return model
+
+
+@pytest.mark.parametrize("discriminator", ["none", "patch", "pixel"])
+def test_training_decreases_l1_on_a_fixed_batch(discriminator):
+    keras.utils.set_random_seed(1)
+    model = _compiled(_config(discriminator=discriminator))
+    data = tf.data.Dataset.from_tensors(_batch())
+    before = model.evaluate(data, return_dict=True, verbose=0)["G_L1"]
+    history = model.fit(data.repeat(30), epochs=1, verbose=0, shuffle=False).history
+    after = model.evaluate(data, return_dict=True, verbose=0)["G_L1"]
+    assert after < 0.7 * before
+    expected = {"G_L1", "nmse", "psnr", "ssim"}
+    if discriminator != "none":
+        expected |= {"D_real", "D_fake", "G_GAN"}
+    assert set(history) == expected
+
+
+def test_generator_loss_uses_the_discriminator_after_its_update():
+    """One step: D moves; G's GAN loss equals that of the updated D on the old G's output."""
+    keras.utils.set_random_seed(2)
+    model = _compiled(_config(discriminator="pixel"))
+    inputs, target = _batch()
+    inputs = {key: tf.constant(value) for key, value in inputs.items()}
+    fake = model.generator(inputs["zero_filled"], training=True)
+    d_before = [w.numpy() for w in model.discriminator.weights]
+    logs = model.train_step((inputs, tf.constant(target)))
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(d_before, model.discriminator.weights))
+    expected = pix2pix.gan_loss(
+        model.discriminator([inputs["zero_filled"], fake], training=True), True, "vanilla"
+    )
+    assert float(logs["G_GAN"]) == pytest.approx(float(tf.reduce_mean(expected)), rel=1e-4)
+
+
+def test_gan_losses():
+    zeros = tf.zeros([2, 3, 3, 1])
+    np.testing.assert_allclose(pix2pix.gan_loss(zeros, True, "vanilla"), [math.log(2)] * 2, 1e-6)
+    logits = tf.fill([1, 2, 2, 1], 3.0)
+    real = pix2pix.gan_loss(logits, True, "vanilla").numpy()
+    np.testing.assert_allclose(real, [math.log1p(math.exp(-3.0))], rtol=1e-6)
+    np.testing.assert_allclose(pix2pix.gan_loss(logits, True, "lsgan"), [4.0])
+    np.testing.assert_allclose(pix2pix.gan_loss(logits, False, "lsgan"), [9.0])
+    with pytest.raises(ValueError):
+        pix2pix.gan_loss(logits, True, "wgan")
+
+
+def test_linear_decay_schedule():
+    schedule = pix2pix.LinearDecay(2e-4, constant_steps=100, decay_steps=50)
+    values = [float(schedule(step)) for step in (0, 99, 100, 125, 150, 400)]
+    np.testing.assert_allclose(values, [2e-4, 2e-4, 2e-4, 1e-4, 0.0, 0.0], atol=1e-12)
+    restored = pix2pix.LinearDecay.from_config(schedule.get_config())
+    assert float(restored(125)) == pytest.approx(1e-4)
+    assert float(pix2pix.LinearDecay(1e-3, 10, 0)(1000)) == pytest.approx(1e-3)
+
+
+def test_slice_metrics_equal_scikit_image_and_the_volume_metrics():
+    rng = np.random.default_rng(3)
+    gt = rng.random((3, 48, 40)).astype(np.float32) * 3
+    pred = (gt + 0.2 * rng.standard_normal(gt.shape)).astype(np.float32)
+    data_range = np.array([3.0, 2.5, 4.0], np.float32)
+    ssim = image_metrics.ssim(gt[..., None], pred[..., None], data_range).numpy()
+    expected = [
+        structural_similarity(g, p, data_range=float(r)) for g, p, r in zip(gt, pred, data_range)
+    ]
+    np.testing.assert_allclose(ssim, expected, atol=1e-4)
+    psnr = image_metrics.psnr(gt[..., None], pred[..., None], data_range).numpy()
+    nmse = image_metrics.nmse(gt[..., None], pred[..., None]).numpy()
+    for index in range(3):
+        assert psnr[index] == pytest.approx(
+            metrics.psnr(gt[index], pred[index], float(data_range[index])), rel=1e-4
+        )
+        assert nmse[index] == pytest.approx(metrics.nmse(gt[index], pred[index]), rel=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
+def test_each_precision_trains_with_float32_outputs(precision):
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        keras.utils.set_random_seed(4)
+        model = _compiled(_config(discriminator="patch", ssim_weight=1.0), precision)
+        if precision == "mixed_float16":
+            assert isinstance(model.g_optimizer, keras.optimizers.LossScaleOptimizer)
+        data = tf.data.Dataset.from_tensors(_batch())
+        before = [w.numpy().copy() for w in model.generator.trainable_weights]
+        # float16 skips its first steps while the dynamic loss scale comes down
+        history = model.fit(data.repeat(12), epochs=1, verbose=0, shuffle=False).history
+        assert all(math.isfinite(values[-1]) for values in history.values())
+        assert any(
+            not np.array_equal(a, b.numpy())
+            for a, b in zip(before, model.generator.trainable_weights)
+        )
+        output = model(_batch()[0])
+        assert output.dtype == tf.float32
+        compute_dtype = precision.replace("mixed_", "")
+        assert model.generator.get_layer("down1_conv").compute_dtype == compute_dtype
+        assert all(w.dtype == "float32" for w in model.generator.weights)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_config_round_trip_rebuilds_the_same_model():
+    model = pix2pix.Pix2Pix(_config(discriminator="patch", gan_mode="lsgan"))
+    rebuilt = pix2pix.Pix2Pix.from_config(model.get_config())
+    assert rebuilt.config == model.config
+    assert [w.shape for w in rebuilt.generator.weights] == [
+        w.shape for w in model.generator.weights
+    ]
+    assert rebuilt.discriminator.count_params() == model.discriminator.count_params()
+
+
+def test_model_without_discriminator_needs_no_d_optimizer_and_with_one_does():
+    unet = pix2pix.Pix2Pix(_config(discriminator="none"))
+    unet.compile(pix2pix.make_optimizer(1e-3, 0.5, 0.999, "float32", "g"))
+    assert unet.discriminator is None
+    gan = pix2pix.Pix2Pix(_config(discriminator="patch"))
+    with pytest.raises(ValueError, match="d_optimizer"):
+        gan.compile(pix2pix.make_optimizer(1e-3, 0.5, 0.999, "float32", "g"))

@@ -1,0 +1,134 @@
+"""Checkpoints of a training run: weights, optimiser states and where training stands.
+
+``model_dir`` holds ``ckpt-N.*`` files (TensorFlow's checkpoint format, written by a
+``tf.train.CheckpointManager``: the ``checkpoint`` index file names the newest only
+once its files are complete, so a run killed while saving resumes from the one
+before), ``model.json`` (the model's ``get_config``, to rebuild it without the
+flags) and ``flags.cfg`` (the resolved flags, usable as a ``--flagfile``).
+
+Variables are keyed by their position in each network and optimiser, which is fixed
+by the architecture; Keras's own variable names carry process-wide counters.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfmri import fileio
+from tfmri.errors import UserError
+
+MODEL_CONFIG = "model.json"
+FLAGS_FILE = "flags.cfg"
+
+
+class TrainingState(tf.Module):
+    """Where training stands: completed epochs, steps into the current epoch, total steps."""
+
+    def __init__(self):
+        super().__init__(name="training_state")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
+        self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+
+    def describe(self):
+        return (
+            f"epoch {int(self.epoch) + 1}, step {int(self.step_in_epoch)} of it "
+            f"({int(self.global_step)} steps in all)"
+        )
+
+
+def _by_position(variables):
+    return {f"v{index:04d}": variable.value for index, variable in enumerate(variables)}
+
+
+def trackables(model, state=None) -> dict:
+    """What a checkpoint of ``model`` (a Pix2Pix) holds, as tf.train.Checkpoint kwargs."""
+    objects = {"generator": _by_position(model.generator.variables)}
+    if model.discriminator is not None:
+        objects["discriminator"] = _by_position(model.discriminator.variables)
+    for name in ("g_optimizer", "d_optimizer"):
+        optimizer = getattr(model, name, None)
+        if optimizer is not None:
+            objects[name] = _by_position(optimizer.variables)
+    if state is not None:
+        objects["state"] = state
+    return objects
+
+
+class Checkpointer:
+    """Saves and restores a run in ``model_dir``; refuses to save non-finite weights."""
+
+    def __init__(self, model_dir, model, state, max_to_keep=3):
+        self.model = model
+        self.state = state
+        self.checkpoint = tf.train.Checkpoint(**trackables(model, state))
+        self.manager = tf.train.CheckpointManager(self.checkpoint, model_dir, max_to_keep)
+
+    def restore(self) -> bool:
+        """Restores the newest checkpoint, if any; returns whether it did."""
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return False
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            raise UserError(
+                f"{latest}: cannot restore it into this model ({str(error).splitlines()[0]}); "
+                "use the flags it was trained with (flags.cfg next to it) or a new --model_dir"
+            ) from None
+        logging.info("restored %s: %s", latest, self.state.describe())
+        return True
+
+    def save(self) -> str:
+        networks = [self.model.generator] + [self.model.discriminator] * (
+            self.model.discriminator is not None
+        )
+        variables = [v for network in networks for v in network.variables]
+        bad = [v.path for v in variables if not np.all(np.isfinite(v.numpy()))]
+        if bad:
+            raise NonFiniteWeights(
+                f"weights became NaN or infinite ({bad[0]}, ...): not saved; the last good "
+                f"checkpoint, {self.manager.latest_checkpoint}, is kept"
+            )
+        path = self.manager.save(checkpoint_number=int(self.state.global_step))
+        logging.info("saved %s (%s)", path, self.state.describe())
+        return path
+
+
+class NonFiniteWeights(UserError):
+    """Training diverged; the message names the last good checkpoint."""
+
+
+def restore_weights(model, checkpoint_path):
+    """Loads the network weights (no optimiser state) of a checkpoint into ``model``."""
+    if os.path.isdir(checkpoint_path):
+        latest = tf.train.latest_checkpoint(checkpoint_path)
+        if latest is None:
+            raise UserError(f"{checkpoint_path}: no checkpoint in the directory; train first")
+        checkpoint_path = latest
+    objects = trackables(model)
+    objects.pop("g_optimizer", None)
+    objects.pop("d_optimizer", None)
+    try:
+        status = tf.train.Checkpoint(**objects).restore(checkpoint_path)
+        status.expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        raise UserError(
+            f"{checkpoint_path}: not a checkpoint of this model ({str(error).splitlines()[0]})"
+        ) from None
+    return checkpoint_path
+
+
+def write_model_config(model_dir, model):
+    fileio.write_json(os.path.join(model_dir, MODEL_CONFIG), model.get_config())
+
+
+def read_model_config(model_dir) -> dict:
+    path = os.path.join(model_dir, MODEL_CONFIG)
+    if not os.path.exists(path):
+        raise UserError(f"{path}: missing; is {model_dir} the --model_dir of a training run?")
+    with open(path) as handle:
+        return json.load(handle)

@@ -1,0 +1,163 @@
+"""The flags of a run, shared by ``tfmri.train``, ``tfmri.evaluate`` and later apps.
+
+A flagfile in ``configs/`` sets these and is the whole recipe of a run; each app
+adds its own few flags (``--checkpoint``, ...) next to its ``main``. ``check()``
+validates the values before any work starts and raises a UserError naming the flag.
+"""
+
+import os
+
+from absl import flags
+
+from tfmri.data import masks
+from tfmri.errors import UserError
+from tfmri.models import networks, pix2pix
+
+FLAGS = flags.FLAGS
+
+# Data
+flags.DEFINE_string("data_dir", None, "Converted TFRecords (the converter's --output_dir).")
+flags.DEFINE_string("train_split", "singlecoil_train", "Split to train on.")
+flags.DEFINE_string("val_split", "singlecoil_val", "Split to validate and evaluate on.")
+flags.DEFINE_enum("mask_type", "random", list(masks.MASK_TYPES), "Undersampling mask type.")
+flags.DEFINE_list(
+    "center_fractions", ["0.04"], "Fractions of centre columns kept, one per acceleration."
+)
+flags.DEFINE_list(
+    "accelerations", ["8"], "Acceleration factors; one (fraction, acceleration) pair per step."
+)
+flags.DEFINE_integer("crop_size", 320, "Side of the square recon crop the model sees.")
+flags.DEFINE_integer("batch_size", 8, "Global batch size (split over the replicas).")
+flags.DEFINE_integer("shuffle_buffer", 64, "Records in the training shuffle buffer.")
+
+# Model
+flags.DEFINE_enum("model", "pix2pix", ["pix2pix", "unet"], "pix2pix GAN, or the L1 U-Net baseline.")
+flags.DEFINE_integer("depth", 6, "U-Net down-sampling steps (at most 6 for 320 x 320).")
+flags.DEFINE_integer("base_filters", 64, "Filters of the U-Net's outermost level.")
+flags.DEFINE_float("dropout", 0.5, "Dropout in the three innermost U-Net decoder levels.")
+flags.DEFINE_enum("norm", "batch", list(networks.NORMS), "Normalisation layers of the U-Net.")
+flags.DEFINE_boolean("residual", True, "Predict a correction added to the zero-filled input.")
+flags.DEFINE_enum(
+    "output_activation",
+    "linear",
+    list(networks.OUTPUT_ACTIVATIONS),
+    "U-Net output: linear, or tanh scaled to the normalisation's clamp [-6, 6].",
+)
+flags.DEFINE_enum(
+    "discriminator", "patch", ["patch", "pixel"], "PatchGAN (70 x 70 with 3 layers) or PixelGAN."
+)
+flags.DEFINE_integer("n_layers", 3, "Stride-2 layers of the PatchGAN discriminator.")
+flags.DEFINE_integer("d_base_filters", 64, "Filters of the discriminator's first layer.")
+flags.DEFINE_enum("d_norm", "batch", list(networks.NORMS), "Discriminator normalisation.")
+flags.DEFINE_enum("gan_mode", "vanilla", list(pix2pix.GAN_MODES), "GAN loss: BCE or least squares.")
+flags.DEFINE_float("lambda_l1", 100.0, "Weight of the L1 loss in the generator loss.")
+flags.DEFINE_float("ssim_weight", 0.0, "Weight of an extra (1 - SSIM) generator loss.")
+
+# Optimisation
+flags.DEFINE_float("learning_rate", 2e-4, "Adam learning rate of both networks.")
+flags.DEFINE_float("beta1", 0.5, "Adam beta_1.")
+flags.DEFINE_float("beta2", 0.999, "Adam beta_2.")
+flags.DEFINE_integer("epochs", 100, "Epochs at the constant learning rate.")
+flags.DEFINE_integer("epochs_decay", 100, "Epochs of linear decay of the learning rate to 0.")
+flags.DEFINE_integer(
+    "max_steps_per_epoch", 0, "Cap on the steps of an epoch (0: the whole training split)."
+)
+flags.DEFINE_integer("seed", 0, "Seed of the weights, data order and training masks.")
+
+# Run time
+flags.DEFINE_string("model_dir", None, "Where checkpoints, TensorBoard logs and flags go.")
+flags.DEFINE_enum(
+    "strategy",
+    "default",
+    ["default", "mirrored"],
+    "tf.distribute strategy: one device, or MirroredStrategy over all devices.",
+)
+flags.DEFINE_integer(
+    "num_cpu_devices", 0, "Split the CPU into this many logical devices (0: do not split)."
+)
+flags.DEFINE_enum(
+    "precision",
+    "float32",
+    ["float32", "mixed_float16", "mixed_bfloat16"],
+    "Compute precision; variables, outputs, losses and metrics stay float32.",
+)
+flags.DEFINE_boolean("deterministic", False, "Enable TensorFlow op determinism (slower).")
+
+
+def mask_spec() -> masks.MaskSpec:
+    """The mask of --mask_type, --center_fractions, --accelerations (checked)."""
+    given = (
+        f"--mask_type={FLAGS.mask_type} --center_fractions={','.join(FLAGS.center_fractions)} "
+        f"--accelerations={','.join(FLAGS.accelerations)}"
+    )
+    try:
+        fractions = tuple(float(value) for value in FLAGS.center_fractions)
+        accelerations = tuple(float(value) for value in FLAGS.accelerations)
+        return masks.MaskSpec(FLAGS.mask_type, fractions, accelerations)
+    except ValueError as error:
+        raise UserError(
+            f"{given}: {error}; e.g. --center_fractions=0.04 --accelerations=8"
+        ) from None
+
+
+def model_config() -> pix2pix.ModelConfig:
+    """The networks and losses of the flags (checked)."""
+    depth_limit = networks.max_depth(FLAGS.crop_size)
+    if not 1 <= FLAGS.depth <= depth_limit:
+        raise UserError(
+            f"--depth={FLAGS.depth}: a {FLAGS.crop_size} x {FLAGS.crop_size} image halves "
+            f"cleanly only {depth_limit} times; use --depth between 1 and {depth_limit}"
+        )
+    try:
+        return pix2pix.ModelConfig(
+            image_size=FLAGS.crop_size,
+            depth=FLAGS.depth,
+            base_filters=FLAGS.base_filters,
+            dropout=FLAGS.dropout,
+            norm=FLAGS.norm,
+            residual=FLAGS.residual,
+            output_activation=FLAGS.output_activation,
+            discriminator=FLAGS.discriminator if FLAGS.model == "pix2pix" else "none",
+            n_layers=FLAGS.n_layers,
+            d_base_filters=FLAGS.d_base_filters,
+            d_norm=FLAGS.d_norm,
+            gan_mode=FLAGS.gan_mode,
+            lambda_l1=FLAGS.lambda_l1,
+            ssim_weight=FLAGS.ssim_weight,
+        )
+    except ValueError as error:
+        raise UserError(f"model flags: {error}") from None
+
+
+def check():
+    """Validates the shared flags before any work; raises UserError naming the flag."""
+    if not FLAGS.data_dir:
+        raise UserError("--data_dir is required: the converter's --output_dir")
+    if not os.path.isdir(FLAGS.data_dir):
+        raise UserError(
+            f"--data_dir={FLAGS.data_dir}: no such directory; convert data there with "
+            "tools/convert_fastmri.py"
+        )
+    if not FLAGS.model_dir:
+        raise UserError("--model_dir is required: where the checkpoints and logs go")
+    positive = ("batch_size", "crop_size", "base_filters", "d_base_filters", "n_layers")
+    for name in positive:
+        if FLAGS[name].value < 1:
+            raise UserError(f"--{name}={FLAGS[name].value}: must be >= 1")
+    for name in ("epochs", "epochs_decay", "max_steps_per_epoch", "num_cpu_devices"):
+        if FLAGS[name].value < 0:
+            raise UserError(f"--{name}={FLAGS[name].value}: must be >= 0")
+    if FLAGS.epochs + FLAGS.epochs_decay < 1:
+        raise UserError("--epochs + --epochs_decay must be >= 1")
+    if not FLAGS.learning_rate > 0:
+        raise UserError(f"--learning_rate={FLAGS.learning_rate}: must be > 0")
+    if not 0 <= FLAGS.dropout < 1:
+        raise UserError(f"--dropout={FLAGS.dropout}: must be in [0, 1)")
+    mask_spec()
+    model_config()
+
+
+def flag_values() -> dict:
+    """The shared flags' values, for hyperparameter logs and the saved run record."""
+    names = [flag.name for flag in FLAGS.get_flags_for_module(__name__)]
+    return {name: FLAGS[name].value for name in names}

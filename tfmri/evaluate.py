@@ -1,0 +1,157 @@
+"""Evaluates a trained model with the fastMRI metrics, per volume, against zero-filled.
+
+  python -m tfmri.evaluate --flagfile=configs/demo.cfg [--checkpoint=<model_dir>/ckpt-N]
+
+Reconstructs every slice of ``--val_split`` with the fixed per-volume masks, computes
+NMSE, PSNR and SSIM per volume (fastMRI's conventions, in float64) for the model and
+for the zero-filled input, and writes to ``--output_dir`` (default
+``<model_dir>/eval``): ``metrics.csv`` (one row per volume and method),
+``metrics.json`` (the same plus mean and standard deviation) and ``examples.png``
+(zero-filled | reconstruction | target | 5 x error for the middle slice of the first
+volumes). Prints the table.
+"""
+
+import collections
+import csv
+import io
+import os
+
+from absl import flags
+
+from tfmri import cli
+
+cli.quiet_tensorflow()
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfmri import checkpoints, config, fileio, metrics, runtime, visualize  # noqa: E402
+from tfmri.data import pipeline, transforms  # noqa: E402
+from tfmri.errors import UserError  # noqa: E402
+from tfmri.models import pix2pix  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Checkpoint to evaluate (a ckpt-N prefix or a directory; default: the newest in --model_dir).",
+)
+flags.DEFINE_string("output_dir", None, "Where the results go (default: <model_dir>/eval).")
+flags.DEFINE_integer("num_figure_volumes", 4, "Volumes shown in examples.png.")
+
+METRICS = ("nmse", "psnr", "ssim")
+
+
+def reconstruct_volumes(model, dataset):
+    """Yields (volume name, zero-filled, reconstruction, target) de-normalised [slices, S, S]."""
+    predict = tf.function(lambda image: model.generator(image, training=False))
+    current, parts = None, collections.defaultdict(list)
+    for inputs, target in dataset:
+        prediction = predict(inputs["zero_filled"])
+        mean = inputs["mean"][:, None, None]
+        std = inputs["std"][:, None, None]
+        images = {
+            "zero_filled": transforms.denormalize(inputs["zero_filled"][..., 0], mean, std),
+            "reconstruction": transforms.denormalize(prediction[..., 0], mean, std),
+            "target": transforms.denormalize(target[..., 0], mean, std),
+        }
+        for index, name in enumerate(inputs["volume"].numpy()):
+            name = name.decode()
+            if name != current and current is not None:
+                yield current, *(np.stack(parts[key]) for key in images)
+                parts.clear()
+            current = name
+            for key, batch in images.items():
+                parts[key].append(batch[index].numpy())
+    if current is not None:
+        yield (
+            current,
+            *(np.stack(parts[key]) for key in ("zero_filled", "reconstruction", "target")),
+        )
+
+
+def summarize(rows):
+    """{method: {metric: {"mean", "std"}}} over the volumes of ``rows``."""
+    summary = {}
+    for method in dict.fromkeys(row["method"] for row in rows):
+        values = [row for row in rows if row["method"] == method]
+        summary[method] = {
+            metric: {
+                "mean": float(np.mean([row[metric] for row in values])),
+                "std": float(np.std([row[metric] for row in values])),
+            }
+            for metric in METRICS
+        }
+    return summary
+
+
+def table(summary, num_volumes) -> str:
+    lines = [f"{'method':<16}{'NMSE':>22}{'PSNR':>20}{'SSIM':>20}   ({num_volumes} volumes)"]
+    for method, values in summary.items():
+        cells = "".join(f"{values[m]['mean']:>12.4f} +/- {values[m]['std']:<6.4f}" for m in METRICS)
+        lines.append(f"{method:<16}{cells}")
+    return "\n".join(lines)
+
+
+def evaluate(model_dir, checkpoint, output_dir):
+    """Evaluates; writes the results; returns (rows, summary, checkpoint path)."""
+    model = pix2pix.Pix2Pix.from_config(checkpoints.read_model_config(model_dir))
+    checkpoint = checkpoints.restore_weights(model, checkpoint or model_dir)
+    options = pipeline.PipelineOptions(
+        config.mask_spec(), batch_size=FLAGS.batch_size, crop_size=FLAGS.crop_size
+    )
+    dataset = pipeline.make_dataset(FLAGS.data_dir, FLAGS.val_split, options, training=False)
+    rows, examples = [], []
+    for name, zero_filled, reconstruction, target in reconstruct_volumes(model, dataset):
+        for method, image in (("zero_filled", zero_filled), (FLAGS.model, reconstruction)):
+            rows.append({"volume": name, "method": method, **metrics.volume_metrics(target, image)})
+        if len(examples) < FLAGS.num_figure_volumes:
+            middle = len(target) // 2
+            examples.append((zero_filled[middle], reconstruction[middle], target[middle]))
+    if not rows:
+        raise UserError(f"--val_split={FLAGS.val_split}: no slices to evaluate")
+    summary = summarize(rows)
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, ["volume", "method", *METRICS])
+    writer.writeheader()
+    writer.writerows(rows)
+    with fileio.atomic_path(os.path.join(output_dir, "metrics.csv")) as temporary:
+        with open(temporary, "w") as handle:
+            handle.write(buffer.getvalue())
+    fileio.write_json(
+        os.path.join(output_dir, "metrics.json"),
+        {
+            "checkpoint": checkpoint,
+            "data_dir": FLAGS.data_dir,
+            "split": FLAGS.val_split,
+            "mask": config.flag_values()["mask_type"],
+            "center_fractions": FLAGS.center_fractions,
+            "accelerations": FLAGS.accelerations,
+            "volumes": rows,
+            "summary": summary,
+        },
+    )
+    grid = visualize.comparison_grid(*(np.stack(column) for column in zip(*examples)))
+    visualize.write_png(os.path.join(output_dir, "examples.png"), grid)
+    return rows, summary, checkpoint
+
+
+@cli.user_errors_to_exit
+def main(argv):
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    config.check()
+    if FLAGS.num_figure_volumes < 1:
+        raise UserError(f"--num_figure_volumes={FLAGS.num_figure_volumes}: must be >= 1")
+    pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
+    runtime.configure()
+    output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "eval")
+    rows, summary, checkpoint = evaluate(FLAGS.model_dir, FLAGS.checkpoint, output_dir)
+    print(f"{checkpoint} on {FLAGS.val_split} (fastMRI metrics per volume, mean +/- std)")
+    print(table(summary, len(rows) // 2))
+    print(f"per-volume results and examples.png in {output_dir}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,178 @@
+"""pix2pix networks for 1-channel MR images: a U-Net generator and two discriminators.
+
+Images are channels-last, ``[batch, height, width, channels]``, normalised as the
+pipeline yields them (per-slice standardised, clamped to [-6, 6]). Every network ends
+in a float32 layer, so its output is float32 under a mixed-precision policy.
+"""
+
+import keras
+
+from tfmri.data import transforms
+
+NORMS = ("batch", "instance", "none")
+OUTPUT_ACTIVATIONS = ("linear", "tanh")
+MAX_FILTERS = 512  # pix2pix caps the filters at 8 x 64
+
+
+def max_depth(size: int) -> int:
+    """How many times ``size`` halves to an integer (320 -> 6)."""
+    depth = 0
+    while size % 2 == 0 and size > 1:
+        size //= 2
+        depth += 1
+    return depth
+
+
+def _norm(kind, name):
+    if kind == "batch":
+        # Synchronised: with several replicas, statistics over the global batch.
+        return keras.layers.BatchNormalization(synchronized=True, name=name)
+    if kind == "instance":
+        return keras.layers.GroupNormalization(groups=-1, name=name)
+    if kind == "none":
+        return None
+    raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
+
+
+def _filters(base_filters, level):
+    return min(base_filters * 2**level, MAX_FILTERS)
+
+
+def unet_generator(
+    image_size=320,
+    depth=6,
+    base_filters=64,
+    dropout=0.5,
+    norm="batch",
+    residual=True,
+    output_activation="linear",
+    name="generator",
+) -> keras.Model:
+    """The pix2pix U-Net: ``depth`` stride-2 4 x 4 convolutions down, as many transposed up.
+
+    Down: LeakyReLU(0.2), convolution, norm (none on the outermost level). Up: ReLU,
+    transposed convolution, norm, dropout on the three innermost decoder levels, skip
+    connections by concatenation. With ``residual`` the network predicts a correction
+    added to the zero-filled input. ``tanh`` output is scaled to the normalisation's
+    clamp range [-6, 6].
+
+    Args:
+      image_size: side of the square input; must halve cleanly ``depth`` times.
+
+    Returns:
+      keras.Model: float32 ``[batch, image_size, image_size, 1]`` -> same shape, float32.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if output_activation not in OUTPUT_ACTIVATIONS:
+        raise ValueError(
+            f"output_activation must be one of {', '.join(OUTPUT_ACTIVATIONS)}, "
+            f"got {output_activation!r}"
+        )
+    if not 1 <= depth <= max_depth(image_size):
+        raise ValueError(
+            f"depth must be between 1 and {max_depth(image_size)} for {image_size} x "
+            f"{image_size} images (it halves cleanly only {max_depth(image_size)} times), "
+            f"got {depth}"
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+    image = keras.Input((image_size, image_size, 1), name="zero_filled")
+    x = image
+    skips = []
+    for level in range(depth):
+        if level > 0:
+            x = keras.layers.LeakyReLU(0.2, name=f"down{level}_act")(x)
+        x = keras.layers.Conv2D(
+            _filters(base_filters, level),
+            4,
+            strides=2,
+            padding="same",
+            use_bias=norm == "none" or level == 0,
+            name=f"down{level}_conv",
+        )(x)
+        layer = _norm(norm, f"down{level}_norm") if 0 < level < depth - 1 else None
+        if layer is not None:
+            x = layer(x)
+        skips.append(x)
+
+    for level in reversed(range(depth - 1)):
+        x = keras.layers.ReLU(name=f"up{level}_act")(x)
+        x = keras.layers.Conv2DTranspose(
+            _filters(base_filters, level),
+            4,
+            strides=2,
+            padding="same",
+            use_bias=norm == "none",
+            name=f"up{level}_conv",
+        )(x)
+        layer = _norm(norm, f"up{level}_norm")
+        if layer is not None:
+            x = layer(x)
+        if dropout > 0 and level >= depth - 4:  # the three innermost decoder levels
+            x = keras.layers.Dropout(dropout, name=f"up{level}_dropout")(x)
+        x = keras.layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
+
+    x = keras.layers.ReLU(name="out_act")(x)
+    x = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", name="out_conv")(x)
+    if output_activation == "tanh":
+        x = keras.layers.Activation("tanh", name="out_tanh")(x)
+        x = keras.layers.Rescaling(transforms.NORMALIZATION_CLAMP, name="out_scale")(x)
+    x = keras.layers.Activation("linear", dtype="float32", name="out_float32")(x)
+    if residual:
+        x = keras.layers.Add(dtype="float32", name="residual")([image, x])
+    return keras.Model(image, x, name=name)
+
+
+def patch_discriminator(
+    image_size=320, n_layers=3, base_filters=64, norm="batch", name="discriminator"
+) -> keras.Model:
+    """PatchGAN: ``n_layers`` stride-2 4 x 4 convolutions, then two stride-1 (70 x 70 at 3).
+
+    Conditioned on the input: takes ``[zero_filled, image]`` (each ``[B, S, S, 1]``) and
+    returns float32 logits ``[B, S', S', 1]``, one per overlapping patch.
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    condition, image, x = _conditioned_inputs(image_size)
+    x = keras.layers.Conv2D(base_filters, 4, strides=2, padding="same", name="conv0")(x)
+    x = keras.layers.LeakyReLU(0.2, name="act0")(x)
+    for index in range(1, n_layers + 1):
+        strides = 2 if index < n_layers else 1
+        x = keras.layers.Conv2D(
+            _filters(base_filters, index),
+            4,
+            strides=strides,
+            padding="same",
+            use_bias=norm == "none",
+            name=f"conv{index}",
+        )(x)
+        layer = _norm(norm, f"norm{index}")
+        if layer is not None:
+            x = layer(x)
+        x = keras.layers.LeakyReLU(0.2, name=f"act{index}")(x)
+    x = keras.layers.Conv2D(1, 4, padding="same", name="logits")(x)
+    x = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(x)
+    return keras.Model([condition, image], x, name=name)
+
+
+def pixel_discriminator(image_size=320, base_filters=64, norm="batch", name="discriminator"):
+    """PixelGAN: 1 x 1 convolutions only, one real/fake logit per pixel (1 x 1 field)."""
+    condition, image, x = _conditioned_inputs(image_size)
+    x = keras.layers.Conv2D(base_filters, 1, name="conv0")(x)
+    x = keras.layers.LeakyReLU(0.2, name="act0")(x)
+    x = keras.layers.Conv2D(base_filters * 2, 1, use_bias=norm == "none", name="conv1")(x)
+    layer = _norm(norm, "norm1")
+    if layer is not None:
+        x = layer(x)
+    x = keras.layers.LeakyReLU(0.2, name="act1")(x)
+    x = keras.layers.Conv2D(1, 1, name="logits")(x)
+    x = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(x)
+    return keras.Model([condition, image], x, name=name)
+
+
+def _conditioned_inputs(image_size):
+    condition = keras.Input((image_size, image_size, 1), name="zero_filled")
+    image = keras.Input((image_size, image_size, 1), name="image")
+    return condition, image, keras.layers.Concatenate(name="condition")([condition, image])

@@ -1,0 +1,262 @@
+"""The training model: pix2pix (U-Net generator + conditional discriminator) or an L1 U-Net.
+
+``Pix2Pix.train_step`` reads like the paper: generate, update the discriminator on
+real and (detached) generated images, then update the generator against the updated
+discriminator with GAN loss + lambda * L1. Without a discriminator (``discriminator
+= "none"``) the same model is fastMRI's L1 U-Net baseline.
+
+Batches are the pipeline's ``(inputs, target)``: ``inputs["zero_filled"]`` and
+``target`` float32 ``[batch, S, S, 1]`` normalised, plus ``mean``, ``std`` and
+``max_value`` ``[batch]`` to de-normalise and compute the fastMRI metrics.
+
+Losses are averaged over the *global* batch (``tf.nn.compute_average_loss``), so that
+gradients summed over the replicas of a ``tf.distribute`` strategy equal those of one
+replica on the whole batch.
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from tfmri.data import transforms
+from tfmri.models import image_metrics, networks
+
+DISCRIMINATORS = ("patch", "pixel", "none")
+GAN_MODES = ("vanilla", "lsgan")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines the networks and the losses (not the optimisation)."""
+
+    image_size: int = 320
+    depth: int = 6
+    base_filters: int = 64
+    dropout: float = 0.5
+    norm: str = "batch"
+    residual: bool = True
+    output_activation: str = "linear"
+    discriminator: str = "patch"
+    n_layers: int = 3
+    d_base_filters: int = 64
+    d_norm: str = "batch"
+    gan_mode: str = "vanilla"
+    lambda_l1: float = 100.0
+    ssim_weight: float = 0.0
+
+    def __post_init__(self):
+        if self.discriminator not in DISCRIMINATORS:
+            raise ValueError(
+                f"discriminator must be one of {', '.join(DISCRIMINATORS)}, "
+                f"got {self.discriminator!r}"
+            )
+        if self.gan_mode not in GAN_MODES:
+            raise ValueError(
+                f"gan_mode must be one of {', '.join(GAN_MODES)}, got {self.gan_mode!r}"
+            )
+        if self.lambda_l1 < 0 or self.ssim_weight < 0:
+            raise ValueError("lambda_l1 and ssim_weight must be >= 0")
+
+    def build_generator(self):
+        return networks.unet_generator(
+            self.image_size,
+            self.depth,
+            self.base_filters,
+            self.dropout,
+            self.norm,
+            self.residual,
+            self.output_activation,
+        )
+
+    def build_discriminator(self):
+        if self.discriminator == "patch":
+            return networks.patch_discriminator(
+                self.image_size, self.n_layers, self.d_base_filters, self.d_norm
+            )
+        if self.discriminator == "pixel":
+            return networks.pixel_discriminator(self.image_size, self.d_base_filters, self.d_norm)
+        return None
+
+
+def gan_loss(logits, real: bool, mode: str):
+    """Per-example GAN loss of discriminator ``logits`` [B, h, w, 1] against real or fake.
+
+    ``vanilla``: binary cross-entropy on the logits; ``lsgan``: squared error to 1 or 0.
+    Returns float32 [B], the mean over the patch positions.
+    """
+    logits = tf.cast(logits, tf.float32)
+    labels = tf.ones_like(logits) if real else tf.zeros_like(logits)
+    if mode == "vanilla":
+        loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    elif mode == "lsgan":
+        loss = tf.square(logits - labels)
+    else:
+        raise ValueError(f"gan mode must be one of {', '.join(GAN_MODES)}, got {mode!r}")
+    return tf.reduce_mean(loss, axis=[1, 2, 3])
+
+
+@keras.saving.register_keras_serializable(package="tfmri")
+class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """pix2pix's schedule: ``initial`` for ``constant_steps``, then linear to 0 over ``decay_steps``."""
+
+    def __init__(self, initial, constant_steps, decay_steps):
+        self.initial = float(initial)
+        self.constant_steps = int(constant_steps)
+        self.decay_steps = int(decay_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        if self.decay_steps <= 0:
+            return tf.fill([], self.initial)
+        fraction = (step - self.constant_steps) / float(self.decay_steps)
+        return self.initial * (1.0 - tf.clip_by_value(fraction, 0.0, 1.0))
+
+    def get_config(self):
+        return {
+            "initial": self.initial,
+            "constant_steps": self.constant_steps,
+            "decay_steps": self.decay_steps,
+        }
+
+
+def _denormalize(image, inputs):
+    mean = tf.reshape(inputs["mean"], [-1, 1, 1, 1])
+    std = tf.reshape(inputs["std"], [-1, 1, 1, 1])
+    return transforms.denormalize(image, mean, std)
+
+
+@keras.saving.register_keras_serializable(package="tfmri")
+class Pix2Pix(keras.Model):
+    """pix2pix (or, without a discriminator, the L1 U-Net) with its own train/test steps.
+
+    Call it on ``inputs`` (the pipeline's dict, or the zero-filled image
+    ``[B, S, S, 1]``) to get the normalised reconstruction ``float32 [B, S, S, 1]``.
+    """
+
+    def __init__(self, config: ModelConfig | dict, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = ModelConfig(**config)
+        self.config = config
+        self.generator = config.build_generator()
+        self.discriminator = config.build_discriminator()
+        names = ["G_L1", "nmse", "psnr", "ssim"]
+        if self.discriminator is not None:
+            names = ["D_real", "D_fake", "G_GAN"] + names
+        if config.ssim_weight > 0:
+            names.append("G_SSIM")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def compile(self, g_optimizer, d_optimizer=None, **kwargs):
+        """``d_optimizer`` is needed with a discriminator. Both are built here, before
+        ``fit``: a two-optimiser ``train_step`` under a multi-replica strategy fails
+        otherwise."""
+        super().compile(**kwargs)
+        if self.discriminator is not None and d_optimizer is None:
+            raise ValueError("a model with a discriminator needs a d_optimizer")
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer if self.discriminator is not None else None
+        self.g_optimizer.build(self.generator.trainable_variables)
+        if self.d_optimizer is not None:
+            self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    def call(self, inputs, training=False):
+        zero_filled = inputs["zero_filled"] if isinstance(inputs, dict) else inputs
+        return self.generator(zero_filled, training=training)
+
+    def _reconstruction_losses(self, inputs, target, fake):
+        """Per-example generator losses other than the GAN loss: {name: float32 [B]}."""
+        losses = {
+            "G_L1": self.config.lambda_l1 * tf.reduce_mean(tf.abs(fake - target), axis=[1, 2, 3])
+        }
+        if self.config.ssim_weight > 0:
+            similarity = image_metrics.ssim(
+                _denormalize(target, inputs), _denormalize(fake, inputs), inputs["max_value"]
+            )
+            losses["G_SSIM"] = self.config.ssim_weight * (1.0 - similarity)
+        return losses
+
+    def _discriminator_step(self, zero_filled, target, fake):
+        with tf.GradientTape() as tape:
+            real_logits = self.discriminator([zero_filled, target], training=True)
+            fake_logits = self.discriminator([zero_filled, fake], training=True)
+            d_real = gan_loss(real_logits, True, self.config.gan_mode)
+            d_fake = gan_loss(fake_logits, False, self.config.gan_mode)
+            loss = tf.nn.compute_average_loss(0.5 * (d_real + d_fake))
+            scaled = _scale(self.d_optimizer, loss)
+        variables = self.discriminator.trainable_variables
+        self.d_optimizer.apply(tape.gradient(scaled, variables), variables)
+        return d_real, d_fake
+
+    def train_step(self, data):
+        inputs, target = data
+        zero_filled = inputs["zero_filled"]
+        with tf.GradientTape() as tape:
+            fake = self.generator(zero_filled, training=True)
+            per_example = self._reconstruction_losses(inputs, target, fake)
+            if self.discriminator is not None:
+                with tape.stop_recording():
+                    d_real, d_fake = self._discriminator_step(
+                        zero_filled, target, tf.stop_gradient(fake)
+                    )
+                fake_logits = self.discriminator([zero_filled, fake], training=True)
+                per_example["G_GAN"] = gan_loss(fake_logits, True, self.config.gan_mode)
+            loss = tf.nn.compute_average_loss(tf.add_n(list(per_example.values())))
+            scaled = _scale(self.g_optimizer, loss)
+        variables = self.generator.trainable_variables
+        self.g_optimizer.apply(tape.gradient(scaled, variables), variables)
+
+        if self.discriminator is not None:
+            per_example["D_real"], per_example["D_fake"] = d_real, d_fake
+        for name, values in per_example.items():
+            self.trackers[name].update_state(values)
+        self._update_image_metrics(inputs, target, fake)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def test_step(self, data):
+        inputs, target = data
+        fake = self.generator(inputs["zero_filled"], training=False)
+        for name, values in self._reconstruction_losses(inputs, target, fake).items():
+            self.trackers[name].update_state(values)
+        self._update_image_metrics(inputs, target, fake)
+        return {
+            name: self.trackers[name].result()
+            for name in self.trackers
+            if name not in ("D_real", "D_fake", "G_GAN")
+        }
+
+    def _update_image_metrics(self, inputs, target, fake):
+        """Slice-averaged NMSE, PSNR and SSIM of the de-normalised images."""
+        gt = _denormalize(target, inputs)
+        prediction = _denormalize(tf.cast(fake, tf.float32), inputs)
+        data_range = inputs["max_value"]
+        self.trackers["nmse"].update_state(image_metrics.nmse(gt, prediction))
+        self.trackers["psnr"].update_state(image_metrics.psnr(gt, prediction, data_range))
+        self.trackers["ssim"].update_state(image_metrics.ssim(gt, prediction, data_range))
+
+    def get_config(self):
+        return {**super().get_config(), "config": dataclasses.asdict(self.config)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _scale(optimizer, loss):
+    """The loss to differentiate: scaled by a LossScaleOptimizer (float16), else as is."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.scale_loss(loss)
+    return loss
+
+
+def make_optimizer(schedule, beta_1, beta_2, precision, name):
+    """Adam with pix2pix's betas; wrapped for loss scaling under ``mixed_float16``."""
+    optimizer = keras.optimizers.Adam(schedule, beta_1=beta_1, beta_2=beta_2, name=name)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{name}_loss_scale")
+    return optimizer

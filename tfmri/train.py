@@ -1,0 +1,310 @@
+"""Trains pix2pix (or the L1 U-Net baseline) on converted fastMRI data.
+
+  python -m tfmri.train --flagfile=configs/demo.cfg
+  tensorboard --logdir=<model_dir>/logs
+
+The flagfile is the whole recipe; the resolved flags are written to
+``<model_dir>/flags.cfg``. Rerunning the same command resumes from the newest
+checkpoint in ``--model_dir`` (epoch, step, weights, optimiser states, learning-rate
+schedule; data order and masks are a function of the seed and epoch) instead of
+starting over. A NaN or infinite loss stops the run with a non-zero exit and leaves
+the last good checkpoint as it was.
+"""
+
+import math
+import os
+import time
+
+from absl import flags, logging
+
+from tfmri import cli
+
+cli.quiet_tensorflow()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorboard.plugins.hparams import api as hparams_api  # noqa: E402
+
+from tfmri import checkpoints, config, fileio, runtime, visualize  # noqa: E402
+from tfmri.data import pipeline, transforms  # noqa: E402
+from tfmri.errors import UserError  # noqa: E402
+from tfmri.models import pix2pix  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer(
+    "checkpoint_every_steps", 0, "Also checkpoint every N steps (0: at the end of each epoch only)."
+)
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in --model_dir.")
+flags.DEFINE_integer("log_every_steps", 10, "TensorBoard scalars every N steps.")
+flags.DEFINE_integer("num_images", 4, "Validation slices shown in TensorBoard each epoch.")
+
+# What the model and the metrics need from the pipeline's inputs (no strings: they
+# would have to be split over replicas for nothing).
+MODEL_INPUTS = ("zero_filled", "mean", "std", "max_value")
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN or infinite."""
+
+
+def _model_inputs(inputs, target):
+    return {key: inputs[key] for key in MODEL_INPUTS}, target
+
+
+def _check_flags():
+    config.check()
+    for name in ("checkpoint_every_steps", "log_every_steps", "num_images"):
+        if FLAGS[name].value < 0:
+            raise UserError(f"--{name}={FLAGS[name].value}: must be >= 0")
+    if FLAGS.keep_checkpoints < 1:
+        raise UserError(f"--keep_checkpoints={FLAGS.keep_checkpoints}: must be >= 1")
+    # The data must be there before any work: these raise naming the directory and split.
+    _, train_entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.train_split)
+    pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
+    if not train_entry["statistics"]["has_target"]:
+        raise UserError(
+            f"--train_split={FLAGS.train_split}: it has no targets (a test split); "
+            "train on a split with reconstructions"
+        )
+    return sum(train_entry["shard_slices"])
+
+
+def resolved_flags() -> str:
+    """The flags of this run as a flagfile: the shared ones and this app's own."""
+    lines = []
+    for module in (config.__name__, __name__ if __name__ != "__main__" else "tfmri.train"):
+        for flag in FLAGS.get_flags_for_module(module):
+            lines.append(flag.serialize())
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def _write_text(path, text):
+    with fileio.atomic_path(path) as temporary, open(temporary, "w") as handle:
+        handle.write(text)
+
+
+class Logger(keras.callbacks.Callback):
+    """Counts steps, checkpoints, stops on non-finite losses, writes TensorBoard logs."""
+
+    def __init__(self, state, checkpointer, log_dir, images):
+        super().__init__()
+        self.state = state
+        self.checkpointer = checkpointer
+        self.train_writer = tf.summary.create_file_writer(os.path.join(log_dir, "train"))
+        self.val_writer = tf.summary.create_file_writer(os.path.join(log_dir, "val"))
+        self.images = images  # (inputs, target) of the fixed validation slices, or None
+        self.diverged = None
+
+    def _learning_rates(self):
+        rates = {"learning_rate/G": self.model.g_optimizer.learning_rate}
+        if self.model.d_optimizer is not None:
+            rates["learning_rate/D"] = self.model.d_optimizer.learning_rate
+        return {name: float(value) for name, value in rates.items()}
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.state.global_step.assign_add(1)
+        self.state.step_in_epoch.assign_add(1)
+        values = {name: float(value) for name, value in (logs or {}).items()}
+        bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+        if bad:
+            self.diverged = (bad, self.state.describe())
+            self.model.stop_training = True
+            return
+        step = int(self.state.global_step)
+        if FLAGS.log_every_steps and step % FLAGS.log_every_steps == 0:
+            with self.train_writer.as_default(step=step):
+                for name, value in {**values, **self._learning_rates()}.items():
+                    tf.summary.scalar(f"step/{name}", value)
+        if FLAGS.checkpoint_every_steps and step % FLAGS.checkpoint_every_steps == 0:
+            self.checkpointer.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.diverged:
+            return
+        logs = logs or {}
+        epoch_number = epoch + 1
+        with self.train_writer.as_default(step=epoch_number):
+            for name, value in logs.items():
+                if not name.startswith("val_"):
+                    tf.summary.scalar(f"epoch/{name}", float(value))
+            for name, value in self._learning_rates().items():
+                tf.summary.scalar(f"epoch/{name}", value)
+        with self.val_writer.as_default(step=epoch_number):
+            for name, value in logs.items():
+                if name.startswith("val_"):
+                    tf.summary.scalar(f"epoch/{name[4:]}", float(value))
+            if self.images is not None:
+                tf.summary.image(
+                    "zero-filled | reconstruction | target | 5 x error",
+                    comparison_image(self.model, *self.images)[None, ..., None],
+                )
+        self.train_writer.flush()
+        self.val_writer.flush()
+
+
+def comparison_image(model, inputs, target):
+    """uint8 [rows * S, 4 * S] grid of the model's reconstruction of fixed slices."""
+    prediction = model.generator(inputs["zero_filled"], training=False)
+
+    def denormalize(image):
+        mean = np.reshape(inputs["mean"], [-1, 1, 1])
+        std = np.reshape(inputs["std"], [-1, 1, 1])
+        return transforms.denormalize(np.asarray(image)[..., 0], mean, std)
+
+    return visualize.comparison_grid(
+        denormalize(inputs["zero_filled"]), denormalize(prediction), denormalize(target)
+    )
+
+
+def fixed_validation_slices(dataset, count):
+    """The middle slice of each of the first ``count`` validation volumes, as numpy."""
+    if count == 0:
+        return None
+    chosen = []
+    for inputs, target in dataset.unbatch():
+        if int(inputs["slice_index"]) == int(inputs["num_slices"]) // 2:
+            chosen.append(({key: inputs[key].numpy() for key in MODEL_INPUTS}, target.numpy()))
+            if len(chosen) == count:
+                break
+    if not chosen:
+        return None
+    inputs = {key: np.stack([c[0][key] for c in chosen]) for key in MODEL_INPUTS}
+    return inputs, np.stack([c[1] for c in chosen])
+
+
+def _write_hparams(log_dir, values):
+    plain = {
+        name: value if isinstance(value, (bool, int, float, str)) else str(value)
+        for name, value in values.items()
+        if value is not None
+    }
+    with tf.summary.create_file_writer(os.path.join(log_dir, "hparams")).as_default():
+        hparams_api.hparams(plain)
+
+
+def train():
+    """Runs (or resumes) the training the flags describe; returns the final metrics."""
+    train_slices = _check_flags()
+    spec = config.mask_spec()
+    model_config = config.model_config()
+    strategy = runtime.configure(
+        FLAGS.num_cpu_devices, FLAGS.strategy, FLAGS.precision, FLAGS.deterministic
+    )
+    replicas = strategy.num_replicas_in_sync
+    if FLAGS.batch_size % replicas:
+        raise UserError(
+            f"--batch_size={FLAGS.batch_size}: must be a multiple of the {replicas} replicas"
+        )
+    steps_per_epoch = train_slices // FLAGS.batch_size
+    if steps_per_epoch == 0:
+        raise UserError(
+            f"--batch_size={FLAGS.batch_size}: larger than the {train_slices} training slices"
+        )
+    if FLAGS.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, FLAGS.max_steps_per_epoch)
+    total_epochs = FLAGS.epochs + FLAGS.epochs_decay
+    logging.info(
+        "%d replicas, global batch %d, %d steps per epoch, %d epochs",
+        replicas,
+        FLAGS.batch_size,
+        steps_per_epoch,
+        total_epochs,
+    )
+
+    keras.utils.set_random_seed(FLAGS.seed)
+    with strategy.scope():
+        model = pix2pix.Pix2Pix(model_config)
+        schedule = pix2pix.LinearDecay(
+            FLAGS.learning_rate,
+            FLAGS.epochs * steps_per_epoch,
+            FLAGS.epochs_decay * steps_per_epoch,
+        )
+        optimizers = [
+            pix2pix.make_optimizer(schedule, FLAGS.beta1, FLAGS.beta2, FLAGS.precision, name)
+            for name in ("adam_G", "adam_D")
+        ]
+        model.compile(*optimizers)
+
+    os.makedirs(FLAGS.model_dir, exist_ok=True)
+    state = checkpoints.TrainingState()
+    checkpointer = checkpoints.Checkpointer(FLAGS.model_dir, model, state, FLAGS.keep_checkpoints)
+    if checkpointer.restore():
+        print(f"resuming from {checkpointer.manager.latest_checkpoint}: {state.describe()}")
+    _write_text(os.path.join(FLAGS.model_dir, checkpoints.FLAGS_FILE), resolved_flags())
+    checkpoints.write_model_config(FLAGS.model_dir, model)
+    log_dir = os.path.join(FLAGS.model_dir, "logs")
+    if int(state.global_step) == 0:
+        _write_hparams(log_dir, config.flag_values())
+
+    def options(seed, training):
+        return pipeline.PipelineOptions(
+            spec,
+            batch_size=FLAGS.batch_size,
+            crop_size=FLAGS.crop_size,
+            shuffle_buffer=FLAGS.shuffle_buffer,
+            seed=seed,
+            drop_remainder=training,
+        )
+
+    validation = pipeline.make_dataset(
+        FLAGS.data_dir, FLAGS.val_split, options(FLAGS.seed, False), training=False
+    )
+    logger = Logger(
+        state, checkpointer, log_dir, fixed_validation_slices(validation, FLAGS.num_images)
+    )
+    validation = validation.map(_model_inputs)
+
+    history = {}
+    while int(state.epoch) < total_epochs:
+        epoch = int(state.epoch)
+        done = int(state.step_in_epoch)
+        # The data order and training masks of an epoch depend on the seed and the epoch
+        # only, so that a resumed epoch sees the batches the killed run would have seen.
+        training = pipeline.make_dataset(
+            FLAGS.data_dir,
+            FLAGS.train_split,
+            options(FLAGS.seed * 100_003 + epoch, True),
+            training=True,
+        )
+        # repeat(): Keras warns when a dataset ends exactly at steps_per_epoch.
+        training = training.map(_model_inputs).skip(done).repeat()
+        started = time.monotonic()
+        result = model.fit(
+            training,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            steps_per_epoch=steps_per_epoch - done,
+            validation_data=validation,
+            callbacks=[logger],
+            shuffle=False,
+            verbose=2 if not os.isatty(1) else 1,
+        )
+        if logger.diverged:
+            bad, where = logger.diverged
+            named = ", ".join(f"{name}={value}" for name, value in bad.items())
+            latest = checkpointer.manager.latest_checkpoint or "none yet"
+            raise TrainingDiverged(
+                f"non-finite loss ({named}) at {where}; stopped. The last good checkpoint "
+                f"({latest}) is kept; lower --learning_rate or check the data"
+            )
+        state.epoch.assign_add(1)
+        state.step_in_epoch.assign(0)
+        checkpointer.save()
+        history = {name: values[-1] for name, values in result.history.items()}
+        logging.info("epoch %d done in %.1f s", epoch + 1, time.monotonic() - started)
+    return history
+
+
+@cli.user_errors_to_exit
+def main(argv):
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    final = train()
+    if final:
+        print("final epoch: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(final.items())))
+    print(f"checkpoints and logs in {FLAGS.model_dir}; evaluate with python -m tfmri.evaluate")
+
+
+if __name__ == "__main__":
+    cli.run(main)
