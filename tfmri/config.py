@@ -82,6 +82,12 @@ flags.DEFINE_enum(
     "Compute precision; variables, outputs, losses and metrics stay float32.",
 )
 flags.DEFINE_boolean("deterministic", False, "Enable TensorFlow op determinism (slower).")
+flags.DEFINE_integer(
+    "checkpoint_every_steps", 0, "Also checkpoint every N steps (0: at the end of each epoch only)."
+)
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in --model_dir.")
+flags.DEFINE_integer("log_every_steps", 10, "TensorBoard scalars every N steps (0: never).")
+flags.DEFINE_integer("num_images", 4, "Validation slices shown in TensorBoard each epoch.")
 
 
 def mask_spec() -> masks.MaskSpec:
@@ -141,10 +147,13 @@ def check():
     if not FLAGS.model_dir:
         raise UserError("--model_dir is required: where the checkpoints and logs go")
     positive = ("batch_size", "crop_size", "base_filters", "d_base_filters", "n_layers")
+    positive += ("keep_checkpoints",)
     for name in positive:
         if FLAGS[name].value < 1:
             raise UserError(f"--{name}={FLAGS[name].value}: must be >= 1")
-    for name in ("epochs", "epochs_decay", "max_steps_per_epoch", "num_cpu_devices"):
+    non_negative = ("epochs", "epochs_decay", "max_steps_per_epoch", "num_cpu_devices")
+    non_negative += ("checkpoint_every_steps", "log_every_steps", "num_images")
+    for name in non_negative:
         if FLAGS[name].value < 0:
             raise UserError(f"--{name}={FLAGS[name].value}: must be >= 0")
     if FLAGS.epochs + FLAGS.epochs_decay < 1:

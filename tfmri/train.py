@@ -32,13 +32,6 @@ from tfmri.errors import UserError  # noqa: E402
 from tfmri.models import pix2pix  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer(
-    "checkpoint_every_steps", 0, "Also checkpoint every N steps (0: at the end of each epoch only)."
-)
-flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in --model_dir.")
-flags.DEFINE_integer("log_every_steps", 10, "TensorBoard scalars every N steps.")
-flags.DEFINE_integer("num_images", 4, "Validation slices shown in TensorBoard each epoch.")
-
 # What the model and the metrics need from the pipeline's inputs (no strings: they
 # would have to be split over replicas for nothing).
 MODEL_INPUTS = ("zero_filled", "mean", "std", "max_value")
@@ -54,11 +47,6 @@ def _model_inputs(inputs, target):
 
 def _check_flags():
     config.check()
-    for name in ("checkpoint_every_steps", "log_every_steps", "num_images"):
-        if FLAGS[name].value < 0:
-            raise UserError(f"--{name}={FLAGS[name].value}: must be >= 0")
-    if FLAGS.keep_checkpoints < 1:
-        raise UserError(f"--keep_checkpoints={FLAGS.keep_checkpoints}: must be >= 1")
     # The data must be there before any work: these raise naming the directory and split.
     _, train_entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.train_split)
     pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
@@ -71,11 +59,8 @@ def _check_flags():
 
 
 def resolved_flags() -> str:
-    """The flags of this run as a flagfile: the shared ones and this app's own."""
-    lines = []
-    for module in (config.__name__, __name__ if __name__ != "__main__" else "tfmri.train"):
-        for flag in FLAGS.get_flags_for_module(module):
-            lines.append(flag.serialize())
+    """The flags of this run as a flagfile (the shared flags: train and evaluate read it)."""
+    lines = [flag.serialize() for flag in FLAGS.get_flags_for_module(config.__name__)]
     return "\n".join(line for line in lines if line) + "\n"
 
 
@@ -270,6 +255,8 @@ def train():
         # repeat(): Keras warns when a dataset ends exactly at steps_per_epoch.
         training = training.map(_model_inputs).skip(done).repeat()
         started = time.monotonic()
+        resumed = f", resumed at step {done}" if done else ""
+        print(f"epoch {epoch + 1}/{total_epochs}{resumed}", flush=True)
         result = model.fit(
             training,
             initial_epoch=epoch,
