@@ -1,17 +1,22 @@
-"""The end-to-end demo on synthetic fastMRI data.
+"""The main job, end to end on synthetic fastMRI data.
 
   python -m tfmri.demo --workdir=runs/demo
 
-Generates synthetic single-coil knee volumes in the fastMRI layout, converts them to
-TFRecords, reads one epoch of the training and validation splits through the tf.data
-pipeline (8x random masks, as the seed project) and prints a summary, including the
-zero-filled baseline's fastMRI metrics on the validation split. Every step keeps what
-an earlier run finished, so rerunning is cheap.
+1. writes synthetic single-coil knee volumes in the fastMRI layout,
+2. converts them to TFRecords,
+3. trains pix2pix with ``configs/demo.cfg`` and evaluates it,
+4. trains the L1 U-Net baseline with ``configs/demo_unet.cfg`` and evaluates it,
+5. prints the fastMRI metrics of zero-filled, U-Net and pix2pix side by side.
+
+Steps 3 and 4 run the same commands a user runs (printed as they start), with
+``--data_dir`` and ``--model_dir`` pointed into ``--workdir``. Every step keeps what
+an earlier run finished, so rerunning is cheap and an interrupted run resumes.
 """
 
-import collections
+import json
 import os
-import time
+import subprocess
+import sys
 
 from absl import flags
 
@@ -19,51 +24,43 @@ from tfmri import cli
 
 cli.quiet_tensorflow()
 
-import numpy as np  # noqa: E402
-
 from tfmri import metrics  # noqa: E402
-from tfmri.data import convert, masks, pipeline, synthetic, transforms  # noqa: E402
+from tfmri.data import convert, synthetic  # noqa: E402
+from tfmri.errors import UserError  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "runs/demo", "Where the synthetic data, TFRecords and logs go.")
+flags.DEFINE_string("workdir", "runs/demo", "Where the synthetic data, TFRecords and runs go.")
 flags.DEFINE_integer("num_volumes", 10, "Synthetic volumes to generate.", lower_bound=3)
 flags.DEFINE_integer("num_slices", 12, "Slices per synthetic volume.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed of the synthetic data.")
-flags.DEFINE_integer("batch_size", 8, "Batch size of the pipeline.", lower_bound=1)
+flags.DEFINE_integer("data_seed", 0, "Seed of the synthetic data.")
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+RUNS = (("pix2pix", "demo.cfg"), ("unet", "demo_unet.cfg"))
 
 
 def _step(message):
     print(f"== {message}", flush=True)
 
 
-def evaluate_zero_filled(dataset):
-    """Per-volume fastMRI metrics of the de-normalised zero-filled input vs the target."""
-    volumes = collections.defaultdict(lambda: ([], []))
-    for inputs, target in dataset:
-        zero_filled = transforms.denormalize(
-            inputs["zero_filled"][..., 0],
-            inputs["mean"][:, None, None],
-            inputs["std"][:, None, None],
-        )
-        gt = transforms.denormalize(
-            target[..., 0], inputs["mean"][:, None, None], inputs["std"][:, None, None]
-        )
-        for name, z, g in zip(inputs["volume"].numpy(), zero_filled.numpy(), gt.numpy()):
-            volumes[name][0].append(g)
-            volumes[name][1].append(z)
-    return [metrics.volume_metrics(np.stack(g), np.stack(z)) for g, z in volumes.values()]
+def _run(module, flagfile, overrides):
+    command = [sys.executable, "-m", module, f"--flagfile={flagfile}", *overrides]
+    shown = " ".join(["python", *command[1:]])
+    _step(shown)
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        raise UserError(f"{module} failed (exit {result.returncode}); rerun the demo to resume")
 
 
 @cli.user_errors_to_exit
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}; all options are --flags")
+        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     raw_dir = os.path.join(FLAGS.workdir, "fastmri")
     records_dir = os.path.join(FLAGS.workdir, "tfrecords")
 
     _step(f"synthetic fastMRI volumes -> {raw_dir}")
-    spec = synthetic.SyntheticSpec(FLAGS.num_volumes, FLAGS.num_slices, 1, FLAGS.seed)
+    spec = synthetic.SyntheticSpec(FLAGS.num_volumes, FLAGS.num_slices, 1, FLAGS.data_seed)
     bar = ProgressBar(FLAGS.num_volumes, "volumes")
     synthetic.generate(spec, raw_dir, lambda done, total: bar.update())
     bar.close()
@@ -79,31 +76,21 @@ def main(argv):
     bar.close()
     print(convert.summary(manifest))
 
-    options = pipeline.PipelineOptions(
-        masks.MaskSpec("random", (0.04,), (8,)), batch_size=FLAGS.batch_size
-    )
-    for split, training in (("singlecoil_train", True), ("singlecoil_val", False)):
-        _step(f"one epoch of {split} through the tf.data pipeline (8x random masks)")
-        dataset = pipeline.make_dataset(records_dir, split, options, training)
-        input_spec, target_spec = dataset.element_spec
-        started, slices = time.monotonic(), 0
-        for inputs, _ in dataset:
-            slices += int(inputs["zero_filled"].shape[0])
-        seconds = time.monotonic() - started
-        print(
-            f"{split}: {slices} slices, input {input_spec['zero_filled'].shape[1:]}, "
-            f"target {target_spec.shape[1:]}, {seconds:.1f} s ({slices / seconds:.0f} slices/s)"
-        )
+    summaries = {}
+    for name, config_file in RUNS:
+        model_dir = os.path.join(FLAGS.workdir, name)
+        overrides = [f"--data_dir={records_dir}", f"--model_dir={model_dir}"]
+        flagfile = os.path.join(CONFIGS, config_file)
+        _run("tfmri.train", flagfile, overrides)
+        _run("tfmri.evaluate", flagfile, overrides)
+        with open(os.path.join(model_dir, "eval", "metrics.json")) as handle:
+            summaries[name] = json.load(handle)["summary"]
 
-    _step("zero-filled baseline on singlecoil_val (fastMRI metrics, per volume)")
-    results = evaluate_zero_filled(
-        pipeline.make_dataset(records_dir, "singlecoil_val", options, False)
-    )
-    for name in ("nmse", "psnr", "ssim"):
-        values = np.array([r[name] for r in results])
-        print(
-            f"  {name.upper():5s} {values.mean():.4f} +/- {values.std():.4f}  ({len(values)} volumes)"
-        )
+    table = {"zero_filled": summaries["pix2pix"]["zero_filled"]}
+    table.update({name: summary[name] for name, summary in summaries.items()})
+    num_volumes = manifest["splits"]["singlecoil_val"]["statistics"]["num_volumes"]
+    _step("fastMRI metrics on the synthetic validation split, 8x random masks")
+    print(metrics.table(table, num_volumes))
 
 
 if __name__ == "__main__":

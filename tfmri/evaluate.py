@@ -39,8 +39,6 @@ flags.DEFINE_string(
 flags.DEFINE_string("output_dir", None, "Where the results go (default: <model_dir>/eval).")
 flags.DEFINE_integer("num_figure_volumes", 4, "Volumes shown in examples.png.")
 
-METRICS = ("nmse", "psnr", "ssim")
-
 
 def reconstruct_volumes(model, dataset):
     """Yields (volume name, zero-filled, reconstruction, target) de-normalised [slices, S, S]."""
@@ -70,29 +68,6 @@ def reconstruct_volumes(model, dataset):
         )
 
 
-def summarize(rows):
-    """{method: {metric: {"mean", "std"}}} over the volumes of ``rows``."""
-    summary = {}
-    for method in dict.fromkeys(row["method"] for row in rows):
-        values = [row for row in rows if row["method"] == method]
-        summary[method] = {
-            metric: {
-                "mean": float(np.mean([row[metric] for row in values])),
-                "std": float(np.std([row[metric] for row in values])),
-            }
-            for metric in METRICS
-        }
-    return summary
-
-
-def table(summary, num_volumes) -> str:
-    lines = [f"{'method':<16}{'NMSE':>22}{'PSNR':>20}{'SSIM':>20}   ({num_volumes} volumes)"]
-    for method, values in summary.items():
-        cells = "".join(f"{values[m]['mean']:>12.4f} +/- {values[m]['std']:<6.4f}" for m in METRICS)
-        lines.append(f"{method:<16}{cells}")
-    return "\n".join(lines)
-
-
 def evaluate(model_dir, checkpoint, output_dir):
     """Evaluates; writes the results; returns (rows, summary, checkpoint path)."""
     model = pix2pix.Pix2Pix.from_config(checkpoints.read_model_config(model_dir))
@@ -110,10 +85,10 @@ def evaluate(model_dir, checkpoint, output_dir):
             examples.append((zero_filled[middle], reconstruction[middle], target[middle]))
     if not rows:
         raise UserError(f"--val_split={FLAGS.val_split}: no slices to evaluate")
-    summary = summarize(rows)
+    summary = metrics.summarize(rows)
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, ["volume", "method", *METRICS])
+    writer = csv.DictWriter(buffer, ["volume", "method", *metrics.NAMES])
     writer.writeheader()
     writer.writerows(rows)
     with fileio.atomic_path(os.path.join(output_dir, "metrics.csv")) as temporary:
@@ -149,7 +124,7 @@ def main(argv):
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "eval")
     rows, summary, checkpoint = evaluate(FLAGS.model_dir, FLAGS.checkpoint, output_dir)
     print(f"{checkpoint} on {FLAGS.val_split} (fastMRI metrics per volume, mean +/- std)")
-    print(table(summary, len(rows) // 2))
+    print(metrics.table(summary, len(rows) // 2))
     print(f"per-volume results and examples.png in {output_dir}")
 
 

@@ -12,6 +12,7 @@ Volumes are float arrays [slices, H, W]; computed in float64.
 
 import numpy as np
 
+NAMES = ("nmse", "psnr", "ssim")
 SSIM_WINDOW = 7
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
@@ -68,3 +69,27 @@ def ssim(gt, pred, data_range=None) -> float:
 def volume_metrics(gt, pred) -> dict:
     """NMSE, PSNR and SSIM of one volume [slices, H, W]."""
     return {"nmse": nmse(gt, pred), "psnr": psnr(gt, pred), "ssim": ssim(gt, pred)}
+
+
+def summarize(rows):
+    """{method: {metric: {"mean", "std"}}} over the volumes of ``rows``."""
+    summary = {}
+    for method in dict.fromkeys(row["method"] for row in rows):
+        values = [row for row in rows if row["method"] == method]
+        summary[method] = {
+            metric: {
+                "mean": float(np.mean([row[metric] for row in values])),
+                "std": float(np.std([row[metric] for row in values])),
+            }
+            for metric in NAMES
+        }
+    return summary
+
+
+def table(summary, num_volumes) -> str:
+    """The summary as a text table: one row per method, mean +/- std of each metric."""
+    lines = [f"{'method':<16}{'NMSE':>22}{'PSNR':>20}{'SSIM':>20}   ({num_volumes} volumes)"]
+    for method, values in summary.items():
+        cells = "".join(f"{values[m]['mean']:>12.4f} +/- {values[m]['std']:<6.4f}" for m in NAMES)
+        lines.append(f"{method:<16}{cells}")
+    return "\n".join(lines)

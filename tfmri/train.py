@@ -49,13 +49,13 @@ def _check_flags():
     config.check()
     # The data must be there before any work: these raise naming the directory and split.
     _, train_entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.train_split)
-    pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
+    _, val_entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
     if not train_entry["statistics"]["has_target"]:
         raise UserError(
             f"--train_split={FLAGS.train_split}: it has no targets (a test split); "
             "train on a split with reconstructions"
         )
-    return sum(train_entry["shard_slices"])
+    return sum(train_entry["shard_slices"]), sum(val_entry["shard_slices"])
 
 
 def resolved_flags() -> str:
@@ -170,7 +170,7 @@ def _write_hparams(log_dir, values):
 
 def train():
     """Runs (or resumes) the training the flags describe; returns the final metrics."""
-    train_slices = _check_flags()
+    train_slices, val_slices = _check_flags()
     spec = config.mask_spec()
     model_config = config.model_config()
     strategy = runtime.configure(
@@ -230,6 +230,7 @@ def train():
             shuffle_buffer=FLAGS.shuffle_buffer,
             seed=seed,
             drop_remainder=training,
+            parallel_calls=os.cpu_count() or 1,
         )
 
     validation = pipeline.make_dataset(
@@ -263,6 +264,8 @@ def train():
             epochs=epoch + 1,
             steps_per_epoch=steps_per_epoch - done,
             validation_data=validation,
+            # Given, so that Keras need not run into the end of the data to learn it.
+            validation_steps=math.ceil(val_slices / FLAGS.batch_size),
             callbacks=[logger],
             shuffle=False,
             verbose=2 if not os.isatty(1) else 1,

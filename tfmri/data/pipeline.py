@@ -41,6 +41,11 @@ class PipelineOptions:
     shuffle_buffer: int = 64
     seed: int = 0
     drop_remainder: bool = False
+    # None: tf.data's autotuner picks the parallelism and buffer sizes. A number fixes
+    # them and turns the autotuner off: next to a training step that keeps every core
+    # busy, the autotuner's work made a pix2pix step take 1.02 s instead of 0.70 s in
+    # about half the runs on 2 cores (bench/bench_train.py).
+    parallel_calls: int | None = None
 
 
 def load_manifest(data_dir) -> dict:
@@ -166,13 +171,14 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
     crop_size = options.crop_size
     spec = options.mask
 
+    parallel = AUTOTUNE if options.parallel_calls is None else options.parallel_calls
     files = tf.data.Dataset.from_tensor_slices(paths)
     if training:
         files = files.shuffle(len(paths), seed=options.seed, reshuffle_each_iteration=True)
         records = files.interleave(
             lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
             cycle_length=min(len(paths), 4),
-            num_parallel_calls=AUTOTUNE,
+            num_parallel_calls=parallel,
             deterministic=False,
         )
         records = records.shuffle(options.shuffle_buffer, seed=options.seed)
@@ -185,7 +191,7 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             mask, _ = masks.sample_mask(spec, width, mask_seed)
             return _prepare(features, mask, crop_size, has_target)
 
-        dataset = records.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=False)
+        dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=False)
     else:
         records = tf.data.TFRecordDataset(
             paths, compression_type=compression, num_parallel_reads=None
@@ -200,6 +206,10 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
                 mask = fixed_volume_mask(spec, features["volume"], width)
             return _prepare(features, mask, crop_size, has_target)
 
-        dataset = records.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+        dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=True)
     dataset = dataset.batch(options.batch_size, drop_remainder=options.drop_remainder)
-    return dataset.prefetch(AUTOTUNE)
+    if options.parallel_calls is None:
+        return dataset.prefetch(AUTOTUNE)
+    fixed = tf.data.Options()
+    fixed.autotune.enabled = False
+    return dataset.prefetch(2).with_options(fixed)

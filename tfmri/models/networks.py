@@ -6,6 +6,7 @@ in a float32 layer, so its output is float32 under a mixed-precision policy.
 """
 
 import keras
+import tensorflow as tf
 
 from tfmri.data import transforms
 
@@ -25,8 +26,10 @@ def max_depth(size: int) -> int:
 
 def _norm(kind, name):
     if kind == "batch":
-        # Synchronised: with several replicas, statistics over the global batch.
-        return keras.layers.BatchNormalization(synchronized=True, name=name)
+        # With several replicas, statistics over the global batch; the synchronised
+        # layer is slower, so only then.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return keras.layers.BatchNormalization(synchronized=replicas > 1, name=name)
     if kind == "instance":
         return keras.layers.GroupNormalization(groups=-1, name=name)
     if kind == "none":
