@@ -9,7 +9,7 @@ import tensorflow as tf
 from skimage.metrics import structural_similarity
 
 from tfmri import metrics
-from tfmri.models import image_metrics, pix2pix
+from tfmri.models import image_metrics, optimizers, pix2pix
 
 SIZE = 64
 
@@ -168,3 +168,22 @@ def test_model_without_discriminator_needs_no_d_optimizer_and_with_one_does():
     gan = pix2pix.Pix2Pix(_config(discriminator="patch"))
     with pytest.raises(ValueError, match="d_optimizer"):
         gan.compile(pix2pix.make_optimizer(1e-3, 0.5, 0.999, "float32", "g"))
+
+
+def test_fused_adam_follows_keras_adam():
+    def train(optimizer):
+        keras.utils.set_random_seed(5)
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5), keras.layers.Dense(1)])
+        model.compile(optimizer, "mse")
+        initial = [w.numpy() for w in model.weights]
+        x = np.random.default_rng(5).standard_normal((16, 6)).astype(np.float32)
+        model.fit(x, x.sum(axis=1, keepdims=True), batch_size=8, epochs=4, verbose=0, shuffle=False)
+        return initial, [w.numpy() for w in model.weights], optimizer
+
+    initial, reference, _ = train(keras.optimizers.Adam(1e-2, beta_1=0.5, beta_2=0.99))
+    _, fused, optimizer = train(optimizers.FusedAdam(1e-2, beta_1=0.5, beta_2=0.99))
+    assert int(optimizer.iterations) == 8
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(initial, reference))
+    assert moved > 0.05  # 8 steps of 1e-2 moved the weights far beyond the tolerance
+    for a, b in zip(reference, fused):
+        np.testing.assert_allclose(a, b, atol=1e-6)
