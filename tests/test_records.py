@@ -82,9 +82,9 @@ def test_gzip_output_is_deterministic(tmp_path):
     assert open(files[0], "rb").read() == open(files[1], "rb").read()
 
 
-def test_converter_does_not_load_tensorflow(singlecoil_raw, tmp_path):
+def test_generator_and_converter_do_not_load_tensorflow(singlecoil_raw, tmp_path):
     code = (
-        "import sys; from tfmri.data import convert; "
+        "import sys; from tfmri.data import convert, synthetic; "
         f"convert.convert({singlecoil_raw!r}, {str(tmp_path)!r}, convert.ConvertOptions(num_workers=2)); "
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'"
     )

@@ -21,13 +21,19 @@ Two implementations share these semantics:
   (:func:`volume_seed`), and is the reference the tests compare against.
 * :func:`sample_mask` (TensorFlow, stateless RNG) draws fresh training masks inside a
   ``tf.data`` graph with the same distribution.
+
+TensorFlow is imported on the first call of a TensorFlow function, not with the
+module: the synthetic data generator and the converter use the NumPy masks and run
+without TensorFlow.
 """
+
+from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 
 import numpy as np
-import tensorflow as tf
 
 MASK_TYPES = ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction")
 
@@ -151,19 +157,31 @@ class MaskFunction:
 # --------------------------------------------------------------------------------------
 # TensorFlow: graph-mode sampling with stateless RNG, for training inside tf.data.
 
+tf = None  # bound to the tensorflow module by _tensorflow()
+
+
+def _tensorflow():
+    global tf
+    if tf is None:
+        tf = importlib.import_module("tensorflow")
+    return tf
+
 
 def _stateless_seeds(seed, count):
     """Splits one stateless seed (int [2]) into ``count`` independent seeds."""
+    _tensorflow()
     return tf.unstack(tf.random.experimental.stateless_split(seed, num=count))
 
 
 def _every_nth_tf(length, start, step):
     """bool [length]: positions ``start, start + step, ...`` (``start`` may be negative)."""
+    _tensorflow()
     index = tf.range(length, dtype=tf.int32)
     return (index >= start) & (tf.math.floormod(index - start, step) == 0)
 
 
 def _magic_columns_tf(width, acceleration, offset):
+    _tensorflow()
     even = tf.math.floormod(offset, 2) == 0
     positive_start = tf.where(even, offset + 1, offset + 2)
     negative_start = tf.where(even, offset + 2, offset - 1)
@@ -185,6 +203,7 @@ def sample_mask(spec: MaskSpec, width, seed) -> tuple[tf.Tensor, tf.Tensor]:
     Returns:
       (float32 [W] mask, 1 where sampled; int32 scalar number of centre columns).
     """
+    _tensorflow()
     width = tf.cast(width, tf.int32)
     seed = tf.cast(seed, tf.int64)
     choice_seed, offset_seed, uniform_seed = _stateless_seeds(seed, 3)
@@ -247,4 +266,5 @@ def apply_mask(kspace, mask):
     Returns:
       complex64 [..., H, W], the sampled entries unchanged and the others exactly 0.
     """
+    _tensorflow()
     return kspace * tf.cast(mask, kspace.dtype)
