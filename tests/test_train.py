@@ -305,3 +305,27 @@ def test_one_step_on_two_replicas_equals_one_replica(norm):
     # The step moved the weights far more than the tolerance, which they agree within.
     assert float(values["max_change"]) > 1e-3
     assert float(values["max_difference"]) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--checkpoint=/nonexistent/ckpt-3"], "/nonexistent/ckpt-3"),
+        (["--model_dir=/nonexistent/run"], "is /nonexistent/run the --model_dir"),
+        (["--num_figure_volumes=0"], "--num_figure_volumes=0"),
+    ],
+)
+def test_evaluation_bad_flags(trained_run, tmp_path, extra, message):
+    model_dir, _ = trained_run
+    output_dir = str(tmp_path / "eval")
+    result = run_tool(
+        "-m",
+        "tfmri.evaluate",
+        f"--flagfile={model_dir}/flags.cfg",
+        f"--output_dir={output_dir}",
+        *extra,
+    )
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and message in last_line
+    assert not os.path.exists(output_dir)

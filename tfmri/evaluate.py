@@ -29,6 +29,7 @@ from tfmri import checkpoints, config, fileio, metrics, runtime, visualize  # no
 from tfmri.data import pipeline, transforms  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.models import pix2pix  # noqa: E402
+from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -75,14 +76,20 @@ def evaluate(model_dir, checkpoint, output_dir):
     options = pipeline.PipelineOptions(
         config.mask_spec(), batch_size=FLAGS.batch_size, crop_size=FLAGS.crop_size
     )
+    _, entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
     dataset = pipeline.make_dataset(FLAGS.data_dir, FLAGS.val_split, options, training=False)
+    # The method is what the checkpoint is, whatever --model says.
+    label = "unet" if model.discriminator is None else "pix2pix"
     rows, examples = [], []
+    bar = ProgressBar(entry["statistics"]["num_volumes"], "volumes")
     for name, zero_filled, reconstruction, target in reconstruct_volumes(model, dataset):
-        for method, image in (("zero_filled", zero_filled), (FLAGS.model, reconstruction)):
+        for method, image in (("zero_filled", zero_filled), (label, reconstruction)):
             rows.append({"volume": name, "method": method, **metrics.volume_metrics(target, image)})
+        bar.update()
         if len(examples) < FLAGS.num_figure_volumes:
             middle = len(target) // 2
             examples.append((zero_filled[middle], reconstruction[middle], target[middle]))
+    bar.close()
     if not rows:
         raise UserError(f"--val_split={FLAGS.val_split}: no slices to evaluate")
     summary = metrics.summarize(rows)
