@@ -52,6 +52,12 @@ flags.DEFINE_enum("d_norm", "batch", list(networks.NORMS), "Discriminator normal
 flags.DEFINE_enum("gan_mode", "vanilla", list(pix2pix.GAN_MODES), "GAN loss: BCE or least squares.")
 flags.DEFINE_float("lambda_l1", 100.0, "Weight of the L1 loss in the generator loss.")
 flags.DEFINE_float("ssim_weight", 0.0, "Weight of an extra (1 - SSIM) generator loss.")
+flags.DEFINE_boolean(
+    "data_consistency",
+    False,
+    "Replace the sampled k-space columns of the output by the measured ones "
+    "(single-coil; the output borrows the zero-filled phase).",
+)
 
 # Optimisation
 flags.DEFINE_float("learning_rate", 2e-4, "Adam learning rate of both networks.")
@@ -130,6 +136,7 @@ def model_config() -> pix2pix.ModelConfig:
             gan_mode=FLAGS.gan_mode,
             lambda_l1=FLAGS.lambda_l1,
             ssim_weight=FLAGS.ssim_weight,
+            data_consistency=FLAGS.data_consistency,
         )
     except ValueError as error:
         raise UserError(f"model flags: {error}") from None

@@ -43,10 +43,11 @@ flags.DEFINE_integer("num_figure_volumes", 4, "Volumes shown in examples.png.")
 
 def reconstruct_volumes(model, dataset):
     """Yields (volume name, zero-filled, reconstruction, target) de-normalised [slices, S, S]."""
-    predict = tf.function(lambda image: model.generator(image, training=False))
+    predict = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+    keys = ("zero_filled", "mean", "std", "measured", "mask")
     current, parts = None, collections.defaultdict(list)
     for inputs, target in dataset:
-        prediction = predict(inputs["zero_filled"])
+        prediction = predict({key: inputs[key] for key in keys if key in inputs})
         mean = inputs["mean"][:, None, None]
         std = inputs["std"][:, None, None]
         images = {
@@ -74,7 +75,10 @@ def evaluate(model_dir, checkpoint, output_dir):
     model = pix2pix.Pix2Pix.from_config(checkpoints.read_model_config(model_dir))
     checkpoint = checkpoints.restore_weights(model, checkpoint or model_dir)
     options = pipeline.PipelineOptions(
-        config.mask_spec(), batch_size=FLAGS.batch_size, crop_size=FLAGS.crop_size
+        config.mask_spec(),
+        batch_size=FLAGS.batch_size,
+        crop_size=FLAGS.crop_size,
+        data_consistency=model.config.data_consistency,
     )
     _, entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
     dataset = pipeline.make_dataset(FLAGS.data_dir, FLAGS.val_split, options, training=False)

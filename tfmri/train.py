@@ -35,6 +35,7 @@ FLAGS = flags.FLAGS
 # What the model and the metrics need from the pipeline's inputs (no strings: they
 # would have to be split over replicas for nothing).
 MODEL_INPUTS = ("zero_filled", "mean", "std", "max_value")
+CONSISTENCY_INPUTS = ("measured", "mask")
 
 
 class TrainingDiverged(UserError):
@@ -42,7 +43,8 @@ class TrainingDiverged(UserError):
 
 
 def _model_inputs(inputs, target):
-    return {key: inputs[key] for key in MODEL_INPUTS}, target
+    keys = MODEL_INPUTS + (CONSISTENCY_INPUTS if "measured" in inputs else ())
+    return {key: inputs[key] for key in keys}, target
 
 
 def _check_flags():
@@ -120,17 +122,19 @@ class Logger(keras.callbacks.Callback):
                 if name.startswith("val_"):
                     tf.summary.scalar(f"epoch/{name[4:]}", float(value))
             if self.images is not None:
+                grid = np.concatenate([comparison_image(self.model, *i) for i in self.images])
                 tf.summary.image(
-                    "zero-filled | reconstruction | target | 5 x error",
-                    comparison_image(self.model, *self.images)[None, ..., None],
+                    "zero-filled | reconstruction | target | 5 x error", grid[None, ..., None]
                 )
         self.train_writer.flush()
         self.val_writer.flush()
 
 
 def comparison_image(model, inputs, target):
-    """uint8 [rows * S, 4 * S] grid of the model's reconstruction of fixed slices."""
-    prediction = model.generator(inputs["zero_filled"], training=False)
+    """uint8 [S, 4 * S] comparison of the model's reconstruction of one slice."""
+    inputs = {key: value[None] for key, value in inputs.items()}
+    target = target[None]
+    prediction = model(inputs, training=False)
 
     def denormalize(image):
         mean = np.reshape(inputs["mean"], [-1, 1, 1])
@@ -149,13 +153,13 @@ def fixed_validation_slices(dataset, count):
     chosen = []
     for inputs, target in dataset.unbatch():
         if int(inputs["slice_index"]) == int(inputs["num_slices"]) // 2:
-            chosen.append(({key: inputs[key].numpy() for key in MODEL_INPUTS}, target.numpy()))
+            chosen.append(_model_inputs(inputs, target))
             if len(chosen) == count:
                 break
     if not chosen:
         return None
-    inputs = {key: np.stack([c[0][key] for c in chosen]) for key in MODEL_INPUTS}
-    return inputs, np.stack([c[1] for c in chosen])
+    # One slice per entry: with data consistency their widths can differ.
+    return chosen
 
 
 def _write_hparams(log_dir, values):
@@ -231,6 +235,7 @@ def train():
             seed=seed,
             drop_remainder=training,
             parallel_calls=os.cpu_count() or 1,
+            data_consistency=FLAGS.data_consistency,
         )
 
     validation = pipeline.make_dataset(

@@ -46,6 +46,9 @@ class PipelineOptions:
     # busy, the autotuner's work made a pix2pix step take 1.02 s instead of 0.70 s in
     # about half the runs on 2 cores (bench/bench_train.py).
     parallel_calls: int | None = None
+    # Also yield inputs["measured"] (complex64 [crop, W], the measured data in hybrid
+    # space) and inputs["mask"] (float32 [W]) for k-space data consistency; single-coil.
+    data_consistency: bool = False
 
 
 def load_manifest(data_dir) -> dict:
@@ -128,9 +131,16 @@ def zero_filled_image(kspace, mask, crop_size):
     return transforms.complex_abs(image)
 
 
-def _prepare(features, mask, crop_size, has_target):
+def _prepare(features, mask, crop_size, has_target, data_consistency=False):
     """Parsed example + mask -> (inputs, target), or inputs alone without a target."""
-    zero_filled = zero_filled_image(features["kspace"], mask, crop_size)
+    if data_consistency:
+        measured = transforms.measured_rows(features["kspace"], mask, crop_size)
+        complex_image = transforms.center_crop(
+            transforms.columns_to_image(measured), crop_size, crop_size
+        )
+        zero_filled = transforms.complex_abs(complex_image)
+    else:
+        zero_filled = zero_filled_image(features["kspace"], mask, crop_size)
     normalized, mean, std = transforms.normalize_instance(zero_filled)
     inputs = {
         "zero_filled": tf.ensure_shape(normalized[..., None], [crop_size, crop_size, 1]),
@@ -141,6 +151,9 @@ def _prepare(features, mask, crop_size, has_target):
         "slice_index": features["slice_index"],
         "num_slices": features["num_slices"],
     }
+    if data_consistency:
+        inputs["measured"] = tf.ensure_shape(measured, [crop_size, None])
+        inputs["mask"] = tf.cast(mask, tf.float32)
     if not has_target:
         return inputs
     target = transforms.center_crop(features["target"], crop_size, crop_size)
@@ -168,6 +181,12 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             f"{coils}); convert them into separate directories"
         )
     kspace_rank = 3 if coils[0] > 1 else 2
+    if options.data_consistency and kspace_rank == 3:
+        raise DataError(
+            f"{data_dir}: split {split!r} is multi-coil; data consistency supports "
+            "single-coil data only"
+        )
+    consistency = options.data_consistency
     crop_size = options.crop_size
     spec = options.mask
 
@@ -189,7 +208,7 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             features = schema.parse_slice(serialized, kspace_rank)
             width = tf.shape(features["kspace"])[-1]
             mask, _ = masks.sample_mask(spec, width, mask_seed)
-            return _prepare(features, mask, crop_size, has_target)
+            return _prepare(features, mask, crop_size, has_target, consistency)
 
         dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=False)
     else:
@@ -204,10 +223,28 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             else:
                 width = tf.shape(features["kspace"])[-1]
                 mask = fixed_volume_mask(spec, features["volume"], width)
-            return _prepare(features, mask, crop_size, has_target)
+            return _prepare(features, mask, crop_size, has_target, consistency)
 
         dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=True)
-    dataset = dataset.batch(options.batch_size, drop_remainder=options.drop_remainder)
+    widths = entry["statistics"]["kspace_shapes"]
+    if not consistency or len(widths) == 1:
+        dataset = dataset.batch(options.batch_size, drop_remainder=options.drop_remainder)
+    elif training:
+        # The measured data keep the k-space width, which differs between volumes: a
+        # batch holds slices of one width.
+        def width(inputs, *target):
+            return tf.cast(tf.shape(inputs["mask"])[0], tf.int64)
+
+        dataset = dataset.group_by_window(
+            width,
+            lambda key, window: window.batch(
+                options.batch_size, drop_remainder=options.drop_remainder
+            ),
+            window_size=options.batch_size,
+        )
+    else:
+        # Evaluation keeps the slices in order; widths can change at any slice.
+        dataset = dataset.batch(1)
     if options.parallel_calls is None:
         return dataset.prefetch(AUTOTUNE)
     fixed = tf.data.Options()

@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from tfmri.data import transforms
-from tfmri.models import image_metrics, networks, optimizers
+from tfmri.models import consistency, image_metrics, networks, optimizers
 
 DISCRIMINATORS = ("patch", "pixel", "none")
 GAN_MODES = ("vanilla", "lsgan")
@@ -44,6 +44,7 @@ class ModelConfig:
     gan_mode: str = "vanilla"
     lambda_l1: float = 100.0
     ssim_weight: float = 0.0
+    data_consistency: bool = False  # put the measured k-space columns back (single-coil)
 
     def __post_init__(self):
         if self.discriminator not in DISCRIMINATORS:
@@ -131,7 +132,8 @@ class Pix2Pix(keras.Model):
     """pix2pix (or, without a discriminator, the L1 U-Net) with its own train/test steps.
 
     Call it on ``inputs`` (the pipeline's dict, or the zero-filled image
-    ``[B, S, S, 1]``) to get the normalised reconstruction ``float32 [B, S, S, 1]``.
+    ``[B, S, S, 1]``) to get the normalised reconstruction ``float32 [B, S, S, 1]``;
+    with ``data_consistency`` the dict must hold ``measured`` and ``mask``.
     """
 
     def __init__(self, config: ModelConfig | dict, **kwargs):
@@ -166,8 +168,14 @@ class Pix2Pix(keras.Model):
             self.d_optimizer.build(self.discriminator.trainable_variables)
 
     def call(self, inputs, training=False):
-        zero_filled = inputs["zero_filled"] if isinstance(inputs, dict) else inputs
-        return self.generator(zero_filled, training=training)
+        if not isinstance(inputs, dict):
+            if self.config.data_consistency:
+                raise ValueError("a data-consistency model needs the pipeline's inputs dict")
+            return self.generator(inputs, training=training)
+        output = self.generator(inputs["zero_filled"], training=training)
+        if self.config.data_consistency:
+            output = consistency.apply(output, inputs)
+        return output
 
     def _reconstruction_losses(self, inputs, target, fake):
         """Per-example generator losses other than the GAN loss: {name: float32 [B]}."""
@@ -197,7 +205,7 @@ class Pix2Pix(keras.Model):
         inputs, target = data
         zero_filled = inputs["zero_filled"]
         with tf.GradientTape() as tape:
-            fake = self.generator(zero_filled, training=True)
+            fake = self(inputs, training=True)
             per_example = self._reconstruction_losses(inputs, target, fake)
             if self.discriminator is not None:
                 with tape.stop_recording():
@@ -221,7 +229,7 @@ class Pix2Pix(keras.Model):
 
     def test_step(self, data):
         inputs, target = data
-        fake = self.generator(inputs["zero_filled"], training=False)
+        fake = self(inputs, training=False)
         for name, values in self._reconstruction_losses(inputs, target, fake).items():
             self.trackers[name].update_state(values)
         self._update_image_metrics(inputs, target, fake)

@@ -1,0 +1,90 @@
+"""k-space data consistency: hybrid-space measured data, column replacement, training."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import run_tool
+from tfmri.data import masks, pipeline, transforms
+from tfmri.models import consistency
+
+SPEC = masks.MaskSpec("random", (0.04,), (8,))
+
+
+def _numpy_measured_rows(kspace, mask, height):
+    """Independent reference: centred orthonormal inverse FFT over H, then the row crop."""
+    shifted = np.fft.ifftshift(kspace * mask, axes=-2)
+    rows = np.fft.fftshift(np.fft.ifft(shifted, axis=-2, norm="ortho"), axes=-2)
+    top = (rows.shape[-2] - height) // 2
+    return rows[..., top : top + height, :]
+
+
+def test_measured_rows_match_numpy():
+    rng = np.random.default_rng(0)
+    kspace = (rng.standard_normal((40, 30)) + 1j * rng.standard_normal((40, 30))).astype(
+        np.complex64
+    )
+    mask, _ = masks.MaskFunction(masks.MaskSpec("random", (0.1,), (4,)))(30, seed=(1, 2))
+    actual = transforms.measured_rows(tf.constant(kspace), tf.constant(mask), 16).numpy()
+    np.testing.assert_allclose(actual, _numpy_measured_rows(kspace, mask, 16), atol=1e-5)
+    assert np.all(actual[:, mask == 0] == 0)
+
+
+def _validation_batches(records):
+    options = pipeline.PipelineOptions(SPEC, batch_size=2, data_consistency=True)
+    return list(pipeline.make_dataset(records, "singlecoil_val", options, training=False))
+
+
+def test_consistency_is_the_identity_on_the_zero_filled_image(singlecoil_records):
+    for inputs, _ in _validation_batches(singlecoil_records):
+        image = transforms.center_crop(transforms.columns_to_image(inputs["measured"]), 320, 320)
+        mean = inputs["mean"][:, None, None]
+        std = inputs["std"][:, None, None]
+        unclamped = ((tf.abs(image) - mean) / (std + transforms.NORMALIZATION_EPS))[..., None]
+        output = consistency.apply(unclamped, inputs)
+        np.testing.assert_allclose(output.numpy(), unclamped.numpy(), atol=1e-4)
+
+
+def test_sampled_columns_are_the_measured_ones(singlecoil_records):
+    inputs, target = _validation_batches(singlecoil_records)[0]
+    mean, std = inputs["mean"][:, None, None], inputs["std"][:, None, None]
+    prediction = transforms.denormalize(target[..., 0], mean, std)  # anything but zero-filled
+    hybrid = consistency.consistent_hybrid(prediction, inputs["measured"], inputs["mask"])
+    sampled = inputs["mask"].numpy() > 0
+    measured = inputs["measured"].numpy()
+    np.testing.assert_array_equal(hybrid.numpy()[:, :, sampled[0]], measured[:, :, sampled[0]])
+    # The unsampled columns come from the prediction, not from the (zero) measurement.
+    assert np.abs(hybrid.numpy()[:, :, ~sampled[0]]).mean() > 0.01 * np.abs(measured).mean()
+
+
+def test_consistency_has_finite_gradients(singlecoil_records):
+    inputs, _ = _validation_batches(singlecoil_records)[0]
+    normalized = tf.Variable(tf.zeros_like(inputs["zero_filled"]))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.abs(consistency.apply(normalized, inputs)))
+    gradient = tape.gradient(loss, normalized)
+    assert np.all(np.isfinite(gradient.numpy())) and np.abs(gradient.numpy()).max() > 0
+
+
+def test_multicoil_data_is_refused(multicoil_records):
+    _, records = multicoil_records
+    options = pipeline.PipelineOptions(SPEC, data_consistency=True)
+    with pytest.raises(pipeline.DataError, match="single-coil data only"):
+        pipeline.make_dataset(records, "multicoil_train", options, training=True)
+
+
+def test_training_and_evaluation_with_data_consistency(singlecoil_records, tmp_path):
+    model_dir = str(tmp_path / "run")
+    common = [f"--data_dir={singlecoil_records}", f"--model_dir={model_dir}"]
+    tiny = ["--depth=3", "--base_filters=4", "--d_base_filters=4", "--norm=instance"]
+    tiny += ["--d_norm=instance", "--dropout=0", "--batch_size=2", "--data_consistency"]
+    result = run_tool("-m", "tfmri.train", *common, *tiny, "--epochs=1", "--epochs_decay=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.load(open(os.path.join(model_dir, "model.json")))["config"]["data_consistency"]
+    result = run_tool("-m", "tfmri.evaluate", f"--flagfile={model_dir}/flags.cfg")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.load(open(os.path.join(model_dir, "eval", "metrics.json")))
+    assert {row["method"] for row in report["volumes"]} == {"zero_filled", "pix2pix"}
