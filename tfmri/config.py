@@ -5,6 +5,7 @@ adds its own few flags (``--checkpoint``, ...) next to its ``main``. ``check()``
 validates the values before any work starts and raises a UserError naming the flag.
 """
 
+import dataclasses
 import os
 
 from absl import flags
@@ -121,22 +122,16 @@ def model_config() -> pix2pix.ModelConfig:
             f"cleanly only {depth_limit} times; use --depth between 1 and {depth_limit}"
         )
     try:
+        # Every field but these two is the flag of the same name.
+        fields = {
+            field.name: FLAGS[field.name].value
+            for field in dataclasses.fields(pix2pix.ModelConfig)
+            if field.name not in ("image_size", "discriminator")
+        }
         return pix2pix.ModelConfig(
             image_size=FLAGS.crop_size,
-            depth=FLAGS.depth,
-            base_filters=FLAGS.base_filters,
-            dropout=FLAGS.dropout,
-            norm=FLAGS.norm,
-            residual=FLAGS.residual,
-            output_activation=FLAGS.output_activation,
             discriminator=FLAGS.discriminator if FLAGS.model == "pix2pix" else "none",
-            n_layers=FLAGS.n_layers,
-            d_base_filters=FLAGS.d_base_filters,
-            d_norm=FLAGS.d_norm,
-            gan_mode=FLAGS.gan_mode,
-            lambda_l1=FLAGS.lambda_l1,
-            ssim_weight=FLAGS.ssim_weight,
-            data_consistency=FLAGS.data_consistency,
+            **fields,
         )
     except ValueError as error:
         raise UserError(f"model flags: {error}") from None

@@ -24,16 +24,17 @@ def max_depth(size: int) -> int:
     return depth
 
 
-def _norm(kind, name):
+def _normalize(x, kind, name):
+    """Applies the norm layer of ``kind`` (batch, instance or none) to ``x``."""
     if kind == "batch":
         # With several replicas, statistics over the global batch; the synchronised
         # layer is slower, so only then.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return keras.layers.BatchNormalization(synchronized=replicas > 1, name=name)
+        return keras.layers.BatchNormalization(synchronized=replicas > 1, name=name)(x)
     if kind == "instance":
-        return keras.layers.GroupNormalization(groups=-1, name=name)
+        return keras.layers.GroupNormalization(groups=-1, name=name)(x)
     if kind == "none":
-        return None
+        return x
     raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
 
 
@@ -95,9 +96,8 @@ def unet_generator(
             use_bias=norm == "none" or level == 0,
             name=f"down{level}_conv",
         )(x)
-        layer = _norm(norm, f"down{level}_norm") if 0 < level < depth - 1 else None
-        if layer is not None:
-            x = layer(x)
+        if 0 < level < depth - 1:
+            x = _normalize(x, norm, f"down{level}_norm")
         skips.append(x)
 
     for level in reversed(range(depth - 1)):
@@ -110,9 +110,7 @@ def unet_generator(
             use_bias=norm == "none",
             name=f"up{level}_conv",
         )(x)
-        layer = _norm(norm, f"up{level}_norm")
-        if layer is not None:
-            x = layer(x)
+        x = _normalize(x, norm, f"up{level}_norm")
         if dropout > 0 and level >= depth - 4:  # the three innermost decoder levels
             x = keras.layers.Dropout(dropout, name=f"up{level}_dropout")(x)
         x = keras.layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
@@ -151,9 +149,7 @@ def patch_discriminator(
             use_bias=norm == "none",
             name=f"conv{index}",
         )(x)
-        layer = _norm(norm, f"norm{index}")
-        if layer is not None:
-            x = layer(x)
+        x = _normalize(x, norm, f"norm{index}")
         x = keras.layers.LeakyReLU(0.2, name=f"act{index}")(x)
     x = keras.layers.Conv2D(1, 4, padding="same", name="logits")(x)
     x = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(x)
@@ -166,9 +162,7 @@ def pixel_discriminator(image_size=320, base_filters=64, norm="batch", name="dis
     x = keras.layers.Conv2D(base_filters, 1, name="conv0")(x)
     x = keras.layers.LeakyReLU(0.2, name="act0")(x)
     x = keras.layers.Conv2D(base_filters * 2, 1, use_bias=norm == "none", name="conv1")(x)
-    layer = _norm(norm, "norm1")
-    if layer is not None:
-        x = layer(x)
+    x = _normalize(x, norm, "norm1")
     x = keras.layers.LeakyReLU(0.2, name="act1")(x)
     x = keras.layers.Conv2D(1, 1, name="logits")(x)
     x = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(x)
