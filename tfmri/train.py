@@ -147,7 +147,7 @@ def comparison_image(model, inputs, target):
 
 
 def fixed_validation_slices(dataset, count):
-    """The middle slice of each of the first ``count`` validation volumes, as numpy."""
+    """The middle slice of each of the first ``count`` validation volumes: [(inputs, target)]."""
     if count == 0:
         return None
     chosen = []
