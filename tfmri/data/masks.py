@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import sys
 
 import numpy as np
 
@@ -163,7 +164,9 @@ tf = None  # bound to the tensorflow module by _tensorflow()
 def _tensorflow():
     global tf
     if tf is None:
-        tf = importlib.import_module("tensorflow")
+        # Usually already imported by the caller (tf.data tracing this code): taking it
+        # from sys.modules keeps AutoGraph from trying to convert the import machinery.
+        tf = sys.modules.get("tensorflow") or importlib.import_module("tensorflow")
     return tf
 
 
