@@ -1,0 +1,192 @@
+"""Exports a trained model as a SavedModel that TensorFlow Serving loads.
+
+  python -m tfmri.export --flagfile=configs/demo.cfg --model_name=demo [--version=N]
+
+Writes ``<export_dir>/<model_name>/<version>/`` (integer versions, TF Serving's
+layout; the next free version by default, never an existing one), first under a
+temporary name, renamed when complete. Two signatures, float32 in and out, any batch
+size, images in the original intensity scale (the normalisation is inside):
+
+* ``serving_default``: ``kspace_real``, ``kspace_imag`` [B, H, W] (undersampled
+  single-coil k-space as two real tensors: TF Serving's REST API carries no complex
+  numbers) and ``mask`` [B, W] (1 where a column was sampled) ->
+  ``reconstruction`` [B, S, S] (S the crop size, 320 for knee).
+* ``zero_filled``: ``image`` [B, S, S] (a zero-filled magnitude image) ->
+  ``reconstruction`` [B, S, S]. Not offered for data-consistency models, which need
+  the k-space.
+
+Non-finite values in a request fail it with a message naming the input.
+"""
+
+import os
+import re
+import shutil
+
+from absl import flags
+
+from tfmri import cli
+
+cli.quiet_tensorflow()
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfmri import checkpoints, config, fileio, runtime  # noqa: E402, F401 - config: the shared flags
+from tfmri.data import transforms  # noqa: E402
+from tfmri.errors import UserError  # noqa: E402
+from tfmri.models import pix2pix  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Checkpoint to export (a ckpt-N prefix or a directory; default: the newest in --model_dir).",
+)
+flags.DEFINE_string("model_name", None, "Name of the served model: <export_dir>/<model_name>/.")
+flags.DEFINE_integer("version", None, "Version directory to write (default: the next free one).")
+flags.DEFINE_string("export_dir", "savedmodel", "Base directory of the served models.")
+
+
+def _per_slice_statistics(images):
+    """(mean, std) [B] of each image of [B, S, S], as the pipeline normalises a slice."""
+    mean, std = tf.map_fn(
+        transforms.instance_statistics, images, fn_output_signature=(tf.float32, tf.float32)
+    )
+    return mean, std
+
+
+class Reconstructor(tf.Module):
+    """The exported computation around a trained Pix2Pix (its generator and options)."""
+
+    def __init__(self, model: pix2pix.Pix2Pix, crop_size: int):
+        super().__init__(name="reconstructor")
+        self.model = model
+        self.crop_size = crop_size
+
+    def _reconstruct(self, zero_filled, measured=None, mask=None):
+        """float32 [B, S, S] zero-filled magnitude -> [B, S, S] reconstruction, same scale."""
+        mean, std = _per_slice_statistics(zero_filled)
+        inputs = {
+            "zero_filled": transforms.normalize(
+                zero_filled, mean[:, None, None], std[:, None, None]
+            )[..., None],
+            "mean": mean,
+            "std": std,
+        }
+        if measured is not None:
+            inputs["measured"], inputs["mask"] = measured, mask
+        output = self.model(inputs, training=False)
+        return transforms.denormalize(output[..., 0], mean[:, None, None], std[:, None, None])
+
+    def from_kspace(self, kspace_real, kspace_imag, mask):
+        for name, value in (("kspace_real", kspace_real), ("kspace_imag", kspace_imag)):
+            tf.debugging.assert_all_finite(value, f"{name} holds NaN or infinite values")
+        tf.debugging.assert_equal(
+            tf.shape(kspace_real), tf.shape(kspace_imag), "kspace_real and kspace_imag differ"
+        )
+        tf.debugging.assert_equal(
+            tf.shape(mask)[-1], tf.shape(kspace_real)[-1], "mask width != k-space width"
+        )
+        kspace = tf.complex(kspace_real, kspace_imag)
+        size = self.crop_size
+
+        def one_slice(args):
+            slice_kspace, slice_mask = args
+            measured = transforms.measured_rows(slice_kspace, slice_mask, size)
+            image = transforms.center_crop(transforms.columns_to_image(measured), size, size)
+            return tf.abs(image), measured
+
+        zero_filled, measured = tf.map_fn(
+            one_slice, (kspace, mask), fn_output_signature=(tf.float32, tf.complex64)
+        )
+        if self.model.config.data_consistency:
+            return self._reconstruct(zero_filled, measured, mask)
+        return self._reconstruct(zero_filled)
+
+    def from_zero_filled(self, image):
+        tf.debugging.assert_all_finite(image, "image holds NaN or infinite values")
+        return self._reconstruct(image)
+
+
+def _build(model, size):
+    """Runs the model once: Keras exports only built models."""
+    inputs = {
+        "zero_filled": tf.zeros([1, size, size, 1]),
+        "mean": tf.zeros([1]),
+        "std": tf.ones([1]),
+    }
+    if model.config.data_consistency:
+        inputs["measured"] = tf.zeros([1, size, size], tf.complex64)
+        inputs["mask"] = tf.ones([1, size])
+    model(inputs, training=False)
+
+
+def next_version(model_root) -> int:
+    if not os.path.isdir(model_root):
+        return 1
+    versions = [int(name) for name in os.listdir(model_root) if re.fullmatch(r"\d+", name)]
+    return max(versions, default=0) + 1
+
+
+def export(model_dir, checkpoint, export_dir, model_name, version=None) -> str:
+    """Writes the SavedModel; returns its directory."""
+    model = pix2pix.Pix2Pix.from_config(checkpoints.read_model_config(model_dir))
+    checkpoint = checkpoints.restore_weights(model, checkpoint or model_dir)
+    model_root = os.path.join(export_dir, model_name)
+    version = next_version(model_root) if version is None else version
+    target = os.path.join(model_root, str(version))
+    if os.path.exists(target):
+        raise UserError(f"{target}: exists; versions are never overwritten, pick another --version")
+    size = model.config.image_size
+    _build(model, size)
+    reconstructor = Reconstructor(model, size)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        lambda kspace_real, kspace_imag, mask: {
+            "reconstruction": reconstructor.from_kspace(kspace_real, kspace_imag, mask)
+        },
+        input_signature=[
+            tf.TensorSpec([None, None, None], tf.float32, name="kspace_real"),
+            tf.TensorSpec([None, None, None], tf.float32, name="kspace_imag"),
+            tf.TensorSpec([None, None], tf.float32, name="mask"),
+        ],
+    )
+    if not model.config.data_consistency:
+        archive.add_endpoint(
+            "zero_filled",
+            lambda image: {"reconstruction": reconstructor.from_zero_filled(image)},
+            input_signature=[tf.TensorSpec([None, size, size], tf.float32, name="image")],
+        )
+    temporary = fileio.temporary_name(target)
+    try:
+        archive.write_out(temporary, verbose=False)
+        os.replace(temporary, target)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return target, checkpoint
+
+
+@cli.user_errors_to_exit
+def main(argv):
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    if not FLAGS.model_name or not re.fullmatch(r"[A-Za-z0-9_.-]+", FLAGS.model_name):
+        raise UserError(f"--model_name={FLAGS.model_name}: give a name of letters, digits, _ . -")
+    if FLAGS.version is not None and FLAGS.version < 1:
+        raise UserError(f"--version={FLAGS.version}: versions are integers >= 1")
+    if not FLAGS.model_dir:
+        raise UserError("--model_dir is required: the training run to export")
+    runtime.configure()
+    target, checkpoint = export(
+        FLAGS.model_dir, FLAGS.checkpoint, FLAGS.export_dir, FLAGS.model_name, FLAGS.version
+    )
+    print(f"exported {checkpoint} to {target}")
+    name, root = FLAGS.model_name, os.path.abspath(os.path.dirname(target))
+    print(f"serve it: docker run -p 8500:8500 -p 8501:8501 -v {root}:/models/{name} \\")
+    print(f"  -e MODEL_NAME={name} tensorflow/serving")
+
+
+if __name__ == "__main__":
+    cli.run(main)
