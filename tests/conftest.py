@@ -43,3 +43,21 @@ def multicoil_records(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("multicoil_records"))
     convert.convert(str(raw), directory, convert.ConvertOptions(num_shards=1, num_workers=1))
     return str(raw), directory
+
+
+@pytest.fixture(scope="session")
+def exported(singlecoil_records, tmp_path_factory):
+    """A tiny pix2pix trained one epoch and exported: (model_dir, export_dir, data flags)."""
+    root = tmp_path_factory.mktemp("export")
+    model_dir = str(root / "run")
+    common = [f"--data_dir={singlecoil_records}", f"--model_dir={model_dir}"]
+    tiny = ["--depth=3", "--base_filters=4", "--d_base_filters=4", "--norm=instance"]
+    tiny += ["--d_norm=instance", "--dropout=0", "--batch_size=2", "--epochs=1"]
+    result = run_tool("-m", "tfmri.train", *common, *tiny, "--epochs_decay=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    export_dir = str(root / "savedmodel")
+    result = run_tool(
+        "-m", "tfmri.export", *common, "--model_name=knee", f"--export_dir={export_dir}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, export_dir, common

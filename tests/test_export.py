@@ -15,23 +15,6 @@ from tfmri.data import fastmri_files, masks, pipeline, transforms
 from tfmri.models import pix2pix
 
 SPEC = masks.MaskSpec("random", (0.04,), (8,))
-TINY = ["--depth=3", "--base_filters=4", "--d_base_filters=4", "--norm=instance"]
-TINY += ["--d_norm=instance", "--dropout=0", "--batch_size=2", "--epochs=1", "--epochs_decay=0"]
-
-
-@pytest.fixture(scope="module")
-def exported(singlecoil_records, tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    model_dir = str(root / "run")
-    common = [f"--data_dir={singlecoil_records}", f"--model_dir={model_dir}"]
-    result = run_tool("-m", "tfmri.train", *common, *TINY)
-    assert result.returncode == 0, result.stderr[-3000:]
-    export_dir = str(root / "savedmodel")
-    result = run_tool(
-        "-m", "tfmri.export", *common, "--model_name=knee", f"--export_dir={export_dir}"
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return model_dir, export_dir, common
 
 
 def test_layout_versions_and_no_overwrite(exported):

@@ -1,0 +1,164 @@
+"""Requests to TensorFlow Serving for an exported tfmri model, over REST and gRPC.
+
+The payload is what ``serving_default`` of ``tfmri.export`` takes: ``kspace_real``,
+``kspace_imag`` float32 [B, H, W] and ``mask`` float32 [B, W]. Builders and decoders
+are separate from the transport so that tests can check a payload against the
+signature without a server (TF Serving cannot be installed on these machines).
+"""
+
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+from tfmri.data import fastmri_files, masks
+from tfmri.errors import UserError
+
+SIGNATURE = "serving_default"
+
+
+class ServingError(UserError):
+    """The server is unreachable or answered with an error."""
+
+
+def split_kspace(kspace, mask):
+    """complex [B, H, W] (or [H, W]) k-space and [W] or [B, W] mask -> the three inputs."""
+    kspace = np.asarray(kspace)
+    if kspace.ndim == 2:
+        kspace = kspace[None]
+    if kspace.ndim != 3 or not np.iscomplexobj(kspace):
+        raise ValueError(
+            f"k-space must be complex [B, H, W] or [H, W], got {kspace.dtype} {kspace.shape}"
+        )
+    mask = np.asarray(mask, np.float32)
+    if mask.ndim == 1:
+        mask = np.tile(mask, (kspace.shape[0], 1))
+    if mask.shape != (kspace.shape[0], kspace.shape[-1]):
+        raise ValueError(f"mask must be [W] or [B, W] = {kspace.shape[::2]}, got {mask.shape}")
+    return {
+        "kspace_real": np.ascontiguousarray(kspace.real, np.float32),
+        "kspace_imag": np.ascontiguousarray(kspace.imag, np.float32),
+        "mask": mask,
+    }
+
+
+def load_request(path, spec, slices=None):
+    """(undersampled complex k-space [B, H, W], mask [W] or [B, W]) of a file.
+
+    ``path``: a fastMRI .h5 file (a test file's own mask; otherwise the volume's fixed
+    fastMRI mask of ``spec``) or a .npz with ``kspace`` and ``mask``. ``slices``:
+    ``"START:STOP"`` of the volume, or None for all.
+    """
+    if path.endswith(".npz"):
+        try:
+            data = np.load(path)
+            return data["kspace"], data["mask"]
+        except (OSError, KeyError, ValueError) as error:
+            raise UserError(f"{path}: needs arrays 'kspace' and 'mask' ({error})") from None
+    volume = fastmri_files.read_volume(path)
+    if volume.is_multicoil:
+        raise UserError(f"{path}: multi-coil; the exported models take single-coil k-space")
+    kspace = volume.kspace
+    if slices:
+        try:
+            start, stop = (int(part) if part else None for part in slices.split(":"))
+        except ValueError:
+            raise UserError(f"--slices={slices}: use START:STOP, e.g. 10:14") from None
+        kspace = kspace[start:stop]
+        if not len(kspace):
+            raise UserError(f"--slices={slices}: no slices of {volume.num_slices} selected")
+    mask = volume.mask
+    if mask is None:
+        mask, _ = masks.MaskFunction(spec)(kspace.shape[-1], seed=masks.volume_seed(volume.name))
+    return kspace * mask, mask
+
+
+def rest_payload(inputs) -> str:
+    """The JSON body of ``POST /v1/models/NAME[/versions/N]:predict`` (columnar format)."""
+    return json.dumps(
+        {"signature_name": SIGNATURE, "inputs": {k: v.tolist() for k, v in inputs.items()}}
+    )
+
+
+def decode_rest_payload(body) -> dict:
+    """The inputs of a REST body, as float32 arrays (what the server feeds the signature)."""
+    return {k: np.asarray(v, np.float32) for k, v in json.loads(body)["inputs"].items()}
+
+
+def grpc_request(inputs, model_name, version=None):
+    """A ``tensorflow_serving.apis.predict_pb2.PredictRequest`` for the inputs."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = SIGNATURE
+    if version is not None:
+        request.model_spec.version.value = int(version)
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value, dtype=tf.float32))
+    return request
+
+
+def decode_grpc_request(request) -> dict:
+    import tensorflow as tf
+
+    return {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+
+
+def _url(host, port, model_name, version):
+    path = f"/v1/models/{model_name}" + (f"/versions/{version}" if version else "")
+    return f"http://{host}:{port}{path}:predict"
+
+
+def predict_rest(host, port, model_name, body, version=None, timeout=30.0) -> np.ndarray:
+    """Posts a REST body; returns the reconstruction [B, S, S]."""
+    url = _url(host, port, model_name, version)
+    request = urllib.request.Request(
+        url, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace")
+        try:
+            detail = json.loads(detail).get("error", detail)
+        except ValueError:
+            pass
+        raise ServingError(f"{url}: the server answered {error.code}: {detail}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        reason = getattr(error, "reason", error)
+        raise ServingError(
+            f"{url}: cannot reach TF Serving ({reason}); is it running on {host}:{port}, "
+            "with --rest_api_port?"
+        ) from None
+    outputs = answer.get("outputs")
+    if isinstance(outputs, dict):
+        outputs = outputs.get("reconstruction")
+    if outputs is None:
+        raise ServingError(f"{url}: the answer has no outputs: {str(answer)[:200]}")
+    return np.asarray(outputs, np.float32)
+
+
+def predict_grpc(host, port, request, timeout=30.0) -> np.ndarray:
+    """Sends a PredictRequest; returns the reconstruction [B, S, S]."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    address = f"{host}:{port}"
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.Predict(request, timeout=timeout)
+    except grpc.RpcError as error:
+        code, detail = error.code(), error.details()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise ServingError(
+                f"{address}: cannot reach TF Serving over gRPC ({code.name}: {detail}); is it "
+                "running, with --port?"
+            ) from None
+        raise ServingError(f"{address}: the server answered {code.name}: {detail}") from None
+    return tf.make_ndarray(response.outputs["reconstruction"])

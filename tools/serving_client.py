@@ -1,0 +1,75 @@
+"""Sends undersampled k-space to TensorFlow Serving and saves the reconstruction.
+
+  python tools/serving_client.py --input=file1000001.h5 --model_name=knee \
+      [--protocol=rest|grpc] [--host=localhost] [--port=8501] [--slices=10:14] \
+      [--output=reconstruction.npy]
+
+``--input`` is a fastMRI HDF5 file (a test file's own mask is used; other files are
+undersampled with the volume's fixed fastMRI mask of --mask_type, --center_fractions,
+--accelerations) or a .npz with ``kspace`` (complex [B, H, W] or [H, W]) and ``mask``
+([W] or [B, W]). The model must be an export of ``python -m tfmri.export``.
+"""
+
+import os
+
+import numpy as np
+from absl import flags
+
+from tfmri import cli
+
+cli.quiet_tensorflow()
+
+from tfmri import fileio, serving  # noqa: E402
+from tfmri.data import masks  # noqa: E402
+from tfmri.errors import UserError  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input", None, "A fastMRI .h5 file, or a .npz with kspace and mask.")
+flags.DEFINE_string("model_name", None, "The served model's name (TF Serving's MODEL_NAME).")
+flags.DEFINE_integer("version", None, "Model version to ask for (default: the server's latest).")
+flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "REST (JSON) or gRPC (PredictRequest).")
+flags.DEFINE_string("host", "localhost", "TF Serving's host.")
+flags.DEFINE_integer("port", None, "TF Serving's port (default: 8501 for REST, 8500 for gRPC).")
+flags.DEFINE_float("timeout", 60.0, "Seconds to wait for the answer.", lower_bound=0.1)
+flags.DEFINE_string("slices", None, "Slices of an .h5 volume to send, e.g. 10:14 (default: all).")
+flags.DEFINE_enum("mask_type", "random", list(masks.MASK_TYPES), "Mask for fully sampled files.")
+flags.DEFINE_list("center_fractions", ["0.04"], "Mask centre fractions for fully sampled files.")
+flags.DEFINE_list("accelerations", ["8"], "Mask accelerations for fully sampled files.")
+flags.DEFINE_string("output", "reconstruction.npy", "Where to save the [B, S, S] reconstruction.")
+
+
+@cli.user_errors_to_exit
+def main(argv):
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    if not FLAGS.input or not os.path.exists(FLAGS.input):
+        raise UserError(f"--input={FLAGS.input}: no such file")
+    if not FLAGS.model_name:
+        raise UserError("--model_name is required: the name TF Serving serves the model under")
+    try:
+        spec = masks.MaskSpec(
+            FLAGS.mask_type,
+            tuple(float(f) for f in FLAGS.center_fractions),
+            tuple(float(a) for a in FLAGS.accelerations),
+        )
+    except ValueError as error:
+        raise UserError(f"--mask_type/--center_fractions/--accelerations: {error}") from None
+    kspace, mask = serving.load_request(FLAGS.input, spec, FLAGS.slices)
+    inputs = serving.split_kspace(kspace, mask)
+    if FLAGS.protocol == "rest":
+        port = FLAGS.port or 8501
+        body = serving.rest_payload(inputs)
+        image = serving.predict_rest(
+            FLAGS.host, port, FLAGS.model_name, body, FLAGS.version, FLAGS.timeout
+        )
+    else:
+        port = FLAGS.port or 8500
+        request = serving.grpc_request(inputs, FLAGS.model_name, FLAGS.version)
+        image = serving.predict_grpc(FLAGS.host, port, request, FLAGS.timeout)
+    with fileio.atomic_path(FLAGS.output) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, image)
+    print(f"{image.shape[0]} slices reconstructed {tuple(image.shape[1:])} -> {FLAGS.output}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
