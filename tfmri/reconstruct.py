@@ -1,0 +1,140 @@
+"""Reconstructs every fastMRI volume of a directory with an exported model.
+
+  python -m tfmri.reconstruct --model=savedmodel/knee/1 --input_dir=DIR --output_dir=DIR
+
+Writes one HDF5 file per volume, under the volume's name, holding ``reconstruction``
+float32 [slices, 320, 320]: the format fastMRI's leaderboard takes. Test files use
+their own mask (their k-space is already undersampled); fully sampled files are
+undersampled with the volume's fixed fastMRI mask of --mask_type,
+--center_fractions and --accelerations. Each output is written under a temporary
+name and renamed when complete; a rerun skips the volumes already done. Bad files
+are named with the reason: ``--on_error=fail`` stops, ``skip`` goes on and lists them.
+"""
+
+import os
+
+from absl import flags
+
+from tfmri import cli
+
+cli.quiet_tensorflow()
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import logging  # noqa: E402
+
+from tfmri import fileio, serving  # noqa: E402
+from tfmri.data import fastmri_files, masks  # noqa: E402
+from tfmri.errors import UserError  # noqa: E402
+from tfmri.progress import ProgressBar  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "An exported model version: savedmodel/NAME/N.")
+flags.DEFINE_string("input_dir", None, "A directory of fastMRI .h5 files.")
+flags.DEFINE_string("output_dir", None, "Where the reconstructions go (one .h5 per volume).")
+flags.DEFINE_integer("batch_size", 8, "Slices per call of the model.", lower_bound=1)
+flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "On a bad file: stop, or skip it.")
+flags.DEFINE_enum("mask_type", "random", list(masks.MASK_TYPES), "Mask for fully sampled files.")
+flags.DEFINE_list("center_fractions", ["0.04"], "Mask centre fractions for fully sampled files.")
+flags.DEFINE_list("accelerations", ["8"], "Mask accelerations for fully sampled files.")
+
+RECONSTRUCTION = "reconstruction"
+
+
+def load_model(path):
+    """The ``serving_default`` signature of an exported model version."""
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        parent = os.path.dirname(os.path.normpath(path))
+        versions = (
+            sorted(v for v in os.listdir(parent) if v.isdigit()) if os.path.isdir(parent) else []
+        )
+        present = f"versions present: {', '.join(versions)}" if versions else "export one first"
+        raise UserError(f"--model={path}: no SavedModel there ({present})")
+    return tf.saved_model.load(path).signatures[serving.SIGNATURE]
+
+
+def reconstruct_volume(signature, kspace, mask, batch_size):
+    """float32 [slices, S, S] of undersampled complex [slices, H, W] k-space and its mask."""
+    parts = []
+    for start in range(0, len(kspace), batch_size):
+        inputs = serving.split_kspace(kspace[start : start + batch_size], mask)
+        outputs = signature(**{name: tf.constant(value) for name, value in inputs.items()})
+        parts.append(outputs["reconstruction"].numpy())
+    return np.concatenate(parts)
+
+
+def write_reconstruction(path, image):
+    with fileio.atomic_path(path) as temporary:
+        with h5py.File(temporary, "w") as handle:
+            handle.create_dataset(RECONSTRUCTION, data=image.astype(np.float32))
+
+
+def run(model, input_dir, output_dir, spec, batch_size=8, on_error="fail"):
+    """Reconstructs the directory; returns (written, kept, skipped) volume names."""
+    signature = load_model(model)
+    paths = fastmri_files.list_volumes(input_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    written, kept, skipped = [], [], []
+    bar = ProgressBar(len(paths), "volumes")
+    for path in paths:
+        name = os.path.basename(path)
+        target = os.path.join(output_dir, name)
+        if os.path.exists(target):
+            kept.append(name)
+            bar.update()
+            continue
+        try:
+            volume = fastmri_files.read_volume(path)
+            if volume.is_multicoil:
+                raise fastmri_files.FastMRIFileError(
+                    path, "multi-coil; the exported models take single-coil k-space"
+                )
+        except fastmri_files.FastMRIFileError as error:
+            if on_error == "fail":
+                raise UserError(f"{error}; or rerun with --on_error=skip to leave it out") from None
+            logging.warning("skipping %s", error)
+            skipped.append({"file": path, "reason": error.problem})
+            bar.update()
+            continue
+        mask = volume.mask
+        if mask is None:
+            mask, _ = masks.MaskFunction(spec)(
+                volume.kspace.shape[-1], seed=masks.volume_seed(name)
+            )
+        image = reconstruct_volume(signature, volume.kspace * mask, mask, batch_size)
+        write_reconstruction(target, image)
+        written.append(name)
+        bar.update()
+    bar.close()
+    return written, kept, skipped
+
+
+@cli.user_errors_to_exit
+def main(argv):
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    for name in ("model", "input_dir", "output_dir"):
+        if not FLAGS[name].value:
+            raise UserError(f"--{name} is required")
+    try:
+        spec = masks.MaskSpec(
+            FLAGS.mask_type,
+            tuple(float(f) for f in FLAGS.center_fractions),
+            tuple(float(a) for a in FLAGS.accelerations),
+        )
+    except ValueError as error:
+        raise UserError(f"--mask_type/--center_fractions/--accelerations: {error}") from None
+    written, kept, skipped = run(
+        FLAGS.model, FLAGS.input_dir, FLAGS.output_dir, spec, FLAGS.batch_size, FLAGS.on_error
+    )
+    print(
+        f"{len(written)} volumes reconstructed, {len(kept)} kept from an earlier run, "
+        f"{len(skipped)} skipped -> {FLAGS.output_dir}"
+    )
+    for entry in skipped:
+        print(f"skipped {entry['file']}: {entry['reason']}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
