@@ -170,3 +170,27 @@ def test_wrong_shapes_and_dtypes_fail_clearly(serving):
     # A float64 tensor (what a DT_DOUBLE request carries) is refused, not cast.
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
         serving(kspace_real=tf.constant(real, tf.float64), kspace_imag=imag, mask=mask)
+
+
+def test_mixed_precision_model_exports_with_float32_inputs_and_outputs(exported, tmp_path):
+    model_dir, _, common = exported
+    export_dir = str(tmp_path / "savedmodel")
+    result = run_tool(
+        "-m",
+        "tfmri.export",
+        *common,
+        "--precision=mixed_bfloat16",
+        "--model_name=bf16",
+        f"--export_dir={export_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    signature = tf.saved_model.load(os.path.join(export_dir, "bf16", "1")).signatures[
+        "serving_default"
+    ]
+    specs = signature.structured_input_signature[1]
+    assert {spec.dtype for spec in specs.values()} == {tf.float32}
+    real = np.zeros((1, 640, 368), np.float32)
+    real[0, 320, 184] = 1e-3
+    mask = np.ones((1, 368), np.float32)
+    output = signature(kspace_real=real, kspace_imag=real, mask=mask)["reconstruction"]
+    assert output.dtype == tf.float32 and np.all(np.isfinite(output.numpy()))

@@ -104,9 +104,7 @@ def mask_spec() -> masks.MaskSpec:
         f"--accelerations={','.join(FLAGS.accelerations)}"
     )
     try:
-        fractions = tuple(float(value) for value in FLAGS.center_fractions)
-        accelerations = tuple(float(value) for value in FLAGS.accelerations)
-        return masks.MaskSpec(FLAGS.mask_type, fractions, accelerations)
+        return masks.parse_spec(FLAGS.mask_type, FLAGS.center_fractions, FLAGS.accelerations)
     except ValueError as error:
         raise UserError(
             f"{given}: {error}; e.g. --center_fractions=0.04 --accelerations=8"

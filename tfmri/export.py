@@ -178,7 +178,9 @@ def main(argv):
         raise UserError(f"--version={FLAGS.version}: versions are integers >= 1")
     if not FLAGS.model_dir:
         raise UserError("--model_dir is required: the training run to export")
-    runtime.configure()
+    # The precision the model was trained in (the flagfile's); inputs and outputs stay
+    # float32 whatever it is.
+    runtime.configure(precision=FLAGS.precision)
     target, checkpoint = export(
         FLAGS.model_dir, FLAGS.checkpoint, FLAGS.export_dir, FLAGS.model_name, FLAGS.version
     )

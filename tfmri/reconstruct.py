@@ -118,11 +118,7 @@ def main(argv):
         if not FLAGS[name].value:
             raise UserError(f"--{name} is required")
     try:
-        spec = masks.MaskSpec(
-            FLAGS.mask_type,
-            tuple(float(f) for f in FLAGS.center_fractions),
-            tuple(float(a) for a in FLAGS.accelerations),
-        )
+        spec = masks.parse_spec(FLAGS.mask_type, FLAGS.center_fractions, FLAGS.accelerations)
     except ValueError as error:
         raise UserError(f"--mask_type/--center_fractions/--accelerations: {error}") from None
     written, kept, skipped = run(

@@ -47,11 +47,7 @@ def main(argv):
     if not FLAGS.model_name:
         raise UserError("--model_name is required: the name TF Serving serves the model under")
     try:
-        spec = masks.MaskSpec(
-            FLAGS.mask_type,
-            tuple(float(f) for f in FLAGS.center_fractions),
-            tuple(float(a) for a in FLAGS.accelerations),
-        )
+        spec = masks.parse_spec(FLAGS.mask_type, FLAGS.center_fractions, FLAGS.accelerations)
     except ValueError as error:
         raise UserError(f"--mask_type/--center_fractions/--accelerations: {error}") from None
     kspace, mask = serving.load_request(FLAGS.input, spec, FLAGS.slices)

@@ -67,6 +67,15 @@ class MaskSpec:
         object.__setattr__(self, "accelerations", tuple(int(a) for a in self.accelerations))
 
 
+def parse_spec(mask_type, center_fractions, accelerations) -> MaskSpec:
+    """A MaskSpec from command-line strings (lists of numbers as text); ValueError if bad."""
+    return MaskSpec(
+        mask_type,
+        tuple(float(value) for value in center_fractions),
+        tuple(float(value) for value in accelerations),
+    )
+
+
 def volume_seed(volume_name: str) -> tuple[int, ...]:
     """The seed fastMRI uses to fix one mask per validation/test volume: the name's code points."""
     return tuple(map(ord, volume_name))
