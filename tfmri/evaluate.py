@@ -72,6 +72,7 @@ def reconstruct_volumes(model, dataset):
 
 def evaluate(model_dir, checkpoint, output_dir):
     """Evaluates; writes the results; returns (rows, summary, checkpoint path)."""
+    _, entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)  # before any work
     model = pix2pix.Pix2Pix.from_config(checkpoints.read_model_config(model_dir))
     checkpoint = checkpoints.restore_weights(model, checkpoint or model_dir)
     options = pipeline.PipelineOptions(
@@ -80,7 +81,6 @@ def evaluate(model_dir, checkpoint, output_dir):
         crop_size=FLAGS.crop_size,
         data_consistency=model.config.data_consistency,
     )
-    _, entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
     dataset = pipeline.make_dataset(FLAGS.data_dir, FLAGS.val_split, options, training=False)
     # The method is what the checkpoint is, whatever --model says.
     label = "unet" if model.discriminator is None else "pix2pix"
@@ -102,16 +102,14 @@ def evaluate(model_dir, checkpoint, output_dir):
     writer = csv.DictWriter(buffer, ["volume", "method", *metrics.NAMES])
     writer.writeheader()
     writer.writerows(rows)
-    with fileio.atomic_path(os.path.join(output_dir, "metrics.csv")) as temporary:
-        with open(temporary, "w") as handle:
-            handle.write(buffer.getvalue())
+    fileio.write_text(os.path.join(output_dir, "metrics.csv"), buffer.getvalue())
     fileio.write_json(
         os.path.join(output_dir, "metrics.json"),
         {
             "checkpoint": checkpoint,
             "data_dir": FLAGS.data_dir,
             "split": FLAGS.val_split,
-            "mask": config.flag_values()["mask_type"],
+            "mask": FLAGS.mask_type,
             "center_fractions": FLAGS.center_fractions,
             "accelerations": FLAGS.accelerations,
             "volumes": rows,
@@ -130,7 +128,6 @@ def main(argv):
     config.check()
     if FLAGS.num_figure_volumes < 1:
         raise UserError(f"--num_figure_volumes={FLAGS.num_figure_volumes}: must be >= 1")
-    pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
     runtime.configure()
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "eval")
     rows, summary, checkpoint = evaluate(FLAGS.model_dir, FLAGS.checkpoint, output_dir)

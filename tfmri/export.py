@@ -32,7 +32,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfmri import checkpoints, config, fileio, runtime  # noqa: E402, F401 - config: the shared flags
-from tfmri.data import transforms  # noqa: E402
+from tfmri.data import pipeline, transforms  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.models import pix2pix  # noqa: E402
 
@@ -90,14 +90,10 @@ class Reconstructor(tf.Module):
         kspace = tf.complex(kspace_real, kspace_imag)
         size = self.crop_size
 
-        def one_slice(args):
-            slice_kspace, slice_mask = args
-            measured = transforms.measured_rows(slice_kspace, slice_mask, size)
-            image = transforms.center_crop(transforms.columns_to_image(measured), size, size)
-            return tf.abs(image), measured
-
         zero_filled, measured = tf.map_fn(
-            one_slice, (kspace, mask), fn_output_signature=(tf.float32, tf.complex64)
+            lambda args: pipeline.zero_filled_and_measured(*args, size),
+            (kspace, mask),
+            fn_output_signature=(tf.float32, tf.complex64),
         )
         if self.model.config.data_consistency:
             return self._reconstruct(zero_filled, measured, mask)
@@ -128,8 +124,8 @@ def next_version(model_root) -> int:
     return max(versions, default=0) + 1
 
 
-def export(model_dir, checkpoint, export_dir, model_name, version=None) -> str:
-    """Writes the SavedModel; returns its directory."""
+def export(model_dir, checkpoint, export_dir, model_name, version=None):
+    """Writes the SavedModel; returns (its directory, the checkpoint exported)."""
     model = pix2pix.Pix2Pix.from_config(checkpoints.read_model_config(model_dir))
     checkpoint = checkpoints.restore_weights(model, checkpoint or model_dir)
     model_root = os.path.join(export_dir, model_name)

@@ -35,9 +35,12 @@ def atomic_path(path):
             os.remove(temporary)
 
 
+def write_text(path, text):
+    """Writes ``text`` to ``path``, atomically."""
+    with atomic_path(path) as temporary, open(temporary, "w") as handle:
+        handle.write(text)
+
+
 def write_json(path, value):
     """Writes ``value`` as indented JSON, atomically."""
-    with atomic_path(path) as temporary:
-        with open(temporary, "w") as handle:
-            json.dump(value, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")

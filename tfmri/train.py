@@ -66,11 +66,6 @@ def resolved_flags() -> str:
     return "\n".join(line for line in lines if line) + "\n"
 
 
-def _write_text(path, text):
-    with fileio.atomic_path(path) as temporary, open(temporary, "w") as handle:
-        handle.write(text)
-
-
 class Logger(keras.callbacks.Callback):
     """Counts steps, checkpoints, stops on non-finite losses, writes TensorBoard logs."""
 
@@ -156,10 +151,8 @@ def fixed_validation_slices(dataset, count):
             chosen.append(_model_inputs(inputs, target))
             if len(chosen) == count:
                 break
-    if not chosen:
-        return None
     # One slice per entry: with data consistency their widths can differ.
-    return chosen
+    return chosen or None
 
 
 def _write_hparams(log_dir, values):
@@ -220,7 +213,7 @@ def train():
     checkpointer = checkpoints.Checkpointer(FLAGS.model_dir, model, state, FLAGS.keep_checkpoints)
     if checkpointer.restore():
         print(f"resuming from {checkpointer.manager.latest_checkpoint}: {state.describe()}")
-    _write_text(os.path.join(FLAGS.model_dir, checkpoints.FLAGS_FILE), resolved_flags())
+    fileio.write_text(os.path.join(FLAGS.model_dir, checkpoints.FLAGS_FILE), resolved_flags())
     checkpoints.write_model_config(FLAGS.model_dir, model)
     log_dir = os.path.join(FLAGS.model_dir, "logs")
     if int(state.global_step) == 0:

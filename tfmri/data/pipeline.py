@@ -131,14 +131,26 @@ def zero_filled_image(kspace, mask, crop_size):
     return transforms.complex_abs(image)
 
 
+def zero_filled_and_measured(kspace, mask, crop_size):
+    """Single-coil zero-filled image and the measured data data consistency needs.
+
+    Args:
+      kspace: complex64 [H, W]; mask: float32 [W]; crop_size: the square crop side.
+
+    Returns:
+      (float32 [crop_size, crop_size] zero-filled magnitude, as :func:`zero_filled_image`;
+      complex64 [crop_size, W] measured data in hybrid space,
+      :func:`tfmri.data.transforms.measured_rows`).
+    """
+    measured = transforms.measured_rows(kspace, mask, crop_size)
+    image = transforms.center_crop(transforms.columns_to_image(measured), crop_size, crop_size)
+    return transforms.complex_abs(image), measured
+
+
 def _prepare(features, mask, crop_size, has_target, data_consistency=False):
     """Parsed example + mask -> (inputs, target), or inputs alone without a target."""
     if data_consistency:
-        measured = transforms.measured_rows(features["kspace"], mask, crop_size)
-        complex_image = transforms.center_crop(
-            transforms.columns_to_image(measured), crop_size, crop_size
-        )
-        zero_filled = transforms.complex_abs(complex_image)
+        zero_filled, measured = zero_filled_and_measured(features["kspace"], mask, crop_size)
     else:
         zero_filled = zero_filled_image(features["kspace"], mask, crop_size)
     normalized, mean, std = transforms.normalize_instance(zero_filled)
