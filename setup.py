@@ -16,6 +16,7 @@ setup(
         "tensorboard>=2.21,<2.22",
         "crc32c>=2.3",  # TFRecord checksums for the converter, which runs without TensorFlow
         "tensorflow-serving-api>=2.21,<2.22",  # the serving client's gRPC PredictRequest
+        "matplotlib>=3.7",  # the report's figures
     ],
     extras_require={
         "test": ["pytest>=7", "scikit-image>=0.21", "ruff>=0.5"],

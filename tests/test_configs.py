@@ -7,7 +7,10 @@ import pytest
 from absl import flags
 
 from tests.conftest import ROOT
-from tfmri import config
+from tfmri import (
+    config,
+    report,  # noqa: F401  (defines the report's flags)
+)
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.cfg")))
 REQUIRED = {
@@ -49,3 +52,32 @@ def test_config_is_a_valid_recipe(parsed_flags, path):
         assert spec.accelerations == (4,) and spec.center_fractions == (0.08,)
     if "unet" in name:
         assert model.discriminator == "none"
+
+
+def _training_runs(parsed_flags):
+    """{model_dir: (model, accelerations)} of the training configs."""
+    runs = {}
+    for path in CONFIGS:
+        if not os.path.basename(path).startswith("report_"):
+            parsed_flags(path)
+            runs[flags.FLAGS.model_dir] = (flags.FLAGS.model, tuple(flags.FLAGS.accelerations))
+            flags.FLAGS.unparse_flags()
+    return runs
+
+
+@pytest.mark.parametrize("name", ["report_demo.cfg", "report_knee_singlecoil.cfg"])
+def test_report_recipe_names_a_config_per_method_and_acceleration(parsed_flags, name):
+    runs = _training_runs(parsed_flags)
+    parsed_flags(os.path.join(ROOT, "configs", name))
+    wanted = {
+        (method, acceleration)
+        for method in ("unet", "pix2pix")
+        for acceleration in flags.FLAGS.accelerations
+    }
+    named = set()
+    for model_dir in flags.FLAGS.checkpoints:
+        assert model_dir in runs, f"{model_dir} is the --model_dir of no config"
+        model, accelerations = runs[model_dir]
+        assert len(accelerations) == 1
+        named.add(("unet" if model == "unet" else "pix2pix", accelerations[0]))
+    assert named == wanted

@@ -6,14 +6,18 @@
 2. converts them to TFRecords,
 3. trains pix2pix with ``configs/demo.cfg`` and evaluates it,
 4. trains the L1 U-Net baseline with ``configs/demo_unet.cfg`` and evaluates it,
-5. prints the fastMRI metrics of zero-filled, U-Net and pix2pix side by side.
+5. with ``--with_4x``, also trains both at 4x (``configs/demo_4x.cfg``,
+   ``configs/demo_unet_4x.cfg``),
+6. writes the comparison report (``tfmri.report``, ``configs/report_demo.cfg``):
+   zero-filled, CS-TV, U-Net and pix2pix side by side, at 8x (and 4x), in
+   ``<workdir>/report``, and prints its tables.
 
-Steps 3 and 4 run the same commands a user runs (printed as they start), with
-``--data_dir`` and ``--model_dir`` pointed into ``--workdir``. Every step keeps what
-an earlier run finished, so rerunning is cheap and an interrupted run resumes.
+Steps 3 to 6 run the same commands a user runs (printed as they start), with
+``--data_dir``, ``--model_dir`` and ``--report_dir`` pointed into ``--workdir``. Every
+step keeps what an earlier run finished, so rerunning is cheap and an interrupted run
+resumes.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -24,7 +28,6 @@ from tfmri import cli
 
 cli.quiet_tensorflow()
 
-from tfmri import metrics  # noqa: E402
 from tfmri.data import convert, synthetic  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
@@ -34,9 +37,11 @@ flags.DEFINE_string("workdir", "runs/demo", "Where the synthetic data, TFRecords
 flags.DEFINE_integer("num_volumes", 10, "Synthetic volumes to generate.", lower_bound=3)
 flags.DEFINE_integer("num_slices", 12, "Slices per synthetic volume.", lower_bound=1)
 flags.DEFINE_integer("data_seed", 0, "Seed of the synthetic data.")
+flags.DEFINE_bool("with_4x", False, "Also train at 4x and report 4x next to 8x.")
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-RUNS = (("pix2pix", "demo.cfg"), ("unet", "demo_unet.cfg"))
+RUNS_8X = (("pix2pix", "demo.cfg"), ("unet", "demo_unet.cfg"))
+RUNS_4X = (("pix2pix_4x", "demo_4x.cfg"), ("unet_4x", "demo_unet_4x.cfg"))
 
 
 def _step(message):
@@ -76,21 +81,33 @@ def main(argv):
     bar.close()
     print(convert.summary(manifest))
 
-    summaries = {}
-    for name, config_file in RUNS:
-        model_dir = os.path.join(FLAGS.workdir, name)
-        overrides = [f"--data_dir={records_dir}", f"--model_dir={model_dir}"]
+    runs = RUNS_8X + (RUNS_4X if FLAGS.with_4x else ())
+    for name, config_file in runs:
+        overrides = [
+            f"--data_dir={records_dir}",
+            f"--model_dir={os.path.join(FLAGS.workdir, name)}",
+        ]
         flagfile = os.path.join(CONFIGS, config_file)
         _run("tfmri.train", flagfile, overrides)
-        _run("tfmri.evaluate", flagfile, overrides)
-        with open(os.path.join(model_dir, "eval", "metrics.json")) as handle:
-            summaries[name] = json.load(handle)["summary"]
+        if name in dict(RUNS_8X):
+            _run("tfmri.evaluate", flagfile, overrides)
 
-    table = {"zero_filled": summaries["pix2pix"]["zero_filled"]}
-    table.update({name: summary[name] for name, summary in summaries.items()})
-    num_volumes = manifest["splits"]["singlecoil_val"]["statistics"]["num_volumes"]
-    _step("fastMRI metrics on the synthetic validation split, 8x random masks")
-    print(metrics.table(table, num_volumes))
+    settings = (
+        ["--center_fractions=0.08,0.04", "--accelerations=4,8"]
+        if FLAGS.with_4x
+        else [
+            "--center_fractions=0.04",
+            "--accelerations=8",
+        ]
+    )
+    checkpoints = ",".join(os.path.join(FLAGS.workdir, name) for name, _ in runs)
+    overrides = [
+        f"--data_dir={records_dir}",
+        f"--checkpoints={checkpoints}",
+        f"--report_dir={os.path.join(FLAGS.workdir, 'report')}",
+        *settings,
+    ]
+    _run("tfmri.report", os.path.join(CONFIGS, "report_demo.cfg"), overrides)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ for the zero-filled input, and writes to ``--output_dir`` (default
 volumes). Prints the table.
 """
 
-import collections
 import csv
 import io
 import os
@@ -23,10 +22,9 @@ from tfmri import cli
 cli.quiet_tensorflow()
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from tfmri import checkpoints, config, fileio, metrics, runtime, visualize  # noqa: E402
-from tfmri.data import pipeline, transforms  # noqa: E402
+from tfmri import checkpoints, config, fileio, metrics, runtime, visualize, volumes  # noqa: E402
+from tfmri.data import pipeline  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.models import pix2pix  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
@@ -39,35 +37,6 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("output_dir", None, "Where the results go (default: <model_dir>/eval).")
 flags.DEFINE_integer("num_figure_volumes", 4, "Volumes shown in examples.png.")
-
-
-def reconstruct_volumes(model, dataset):
-    """Yields (volume name, zero-filled, reconstruction, target) de-normalised [slices, S, S]."""
-    predict = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
-    keys = ("zero_filled", "mean", "std", "measured", "mask")
-    current, parts = None, collections.defaultdict(list)
-    for inputs, target in dataset:
-        prediction = predict({key: inputs[key] for key in keys if key in inputs})
-        mean = inputs["mean"][:, None, None]
-        std = inputs["std"][:, None, None]
-        images = {
-            "zero_filled": transforms.denormalize(inputs["zero_filled"][..., 0], mean, std),
-            "reconstruction": transforms.denormalize(prediction[..., 0], mean, std),
-            "target": transforms.denormalize(target[..., 0], mean, std),
-        }
-        for index, name in enumerate(inputs["volume"].numpy()):
-            name = name.decode()
-            if name != current and current is not None:
-                yield current, *(np.stack(parts[key]) for key in images)
-                parts.clear()
-            current = name
-            for key, batch in images.items():
-                parts[key].append(batch[index].numpy())
-    if current is not None:
-        yield (
-            current,
-            *(np.stack(parts[key]) for key in ("zero_filled", "reconstruction", "target")),
-        )
 
 
 def evaluate(model_dir, checkpoint, output_dir):
@@ -86,7 +55,9 @@ def evaluate(model_dir, checkpoint, output_dir):
     label = "unet" if model.discriminator is None else "pix2pix"
     rows, examples = [], []
     bar = ProgressBar(entry["statistics"]["num_volumes"], "volumes")
-    for name, zero_filled, reconstruction, target in reconstruct_volumes(model, dataset):
+    for name, zero_filled, reconstruction, target in volumes.reconstruct_volumes(
+        volumes.model_predictor(model), dataset
+    ):
         for method, image in (("zero_filled", zero_filled), (label, reconstruction)):
             rows.append({"volume": name, "method": method, **metrics.volume_metrics(target, image)})
         bar.update()

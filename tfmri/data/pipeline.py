@@ -49,6 +49,9 @@ class PipelineOptions:
     # Also yield inputs["measured"] (complex64 [crop, W], the measured data in hybrid
     # space) and inputs["mask"] (float32 [W]) for k-space data consistency; single-coil.
     data_consistency: bool = False
+    # Yield "measured" and "mask" as for data consistency, without the model using them;
+    # multi-coil too ([coils, crop, W]): the CS-TV baseline reconstructs from them.
+    measured: bool = False
 
 
 def load_manifest(data_dir) -> dict:
@@ -147,12 +150,15 @@ def zero_filled_and_measured(kspace, mask, crop_size):
     return transforms.complex_abs(image), measured
 
 
-def _prepare(features, mask, crop_size, has_target, data_consistency=False):
+def _prepare(features, mask, crop_size, has_target, with_measured=False):
     """Parsed example + mask -> (inputs, target), or inputs alone without a target."""
-    if data_consistency:
-        zero_filled, measured = zero_filled_and_measured(features["kspace"], mask, crop_size)
+    kspace = features["kspace"]
+    if with_measured and kspace.shape.rank == 2:
+        zero_filled, measured = zero_filled_and_measured(kspace, mask, crop_size)
     else:
-        zero_filled = zero_filled_image(features["kspace"], mask, crop_size)
+        zero_filled = zero_filled_image(kspace, mask, crop_size)
+        if with_measured:
+            measured = transforms.measured_rows(kspace, mask, crop_size)
     normalized, mean, std = transforms.normalize_instance(zero_filled)
     inputs = {
         "zero_filled": tf.ensure_shape(normalized[..., None], [crop_size, crop_size, 1]),
@@ -163,8 +169,10 @@ def _prepare(features, mask, crop_size, has_target, data_consistency=False):
         "slice_index": features["slice_index"],
         "num_slices": features["num_slices"],
     }
-    if data_consistency:
-        inputs["measured"] = tf.ensure_shape(measured, [crop_size, None])
+    if with_measured:
+        inputs["measured"] = tf.ensure_shape(
+            measured, [None] * (kspace.shape.rank - 2) + [crop_size, None]
+        )
         inputs["mask"] = tf.cast(mask, tf.float32)
     if not has_target:
         return inputs
@@ -198,7 +206,7 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             f"{data_dir}: split {split!r} is multi-coil; data consistency supports "
             "single-coil data only"
         )
-    consistency = options.data_consistency
+    consistency = options.data_consistency or options.measured
     crop_size = options.crop_size
     spec = options.mask
 

@@ -1,0 +1,211 @@
+"""tfmri's CS-TV against BART's, fastMRI's classical baseline, on the same slices.
+
+  python bench/bench_cs.py [--data_dir=DIR --split=singlecoil_val] [--acceleration=8]
+  python bench/bench_cs.py --sweep        # tfmri only: lambda x iterations grid
+
+Reads fastMRI HDF5 volumes (default: the demo's synthetic data, generated into a
+temporary directory), takes ``--slices_per_volume`` middle slices of every volume of
+the split, undersamples them with the fixed per-volume masks tfmri evaluates with
+(random mask, fastMRI's centre fraction for the acceleration), and reconstructs them:
+
+* BART: ``bart pics -d0 -S -R T:7:0:0.01 -i 200`` per slice, sensitivity maps of ones
+  (single-coil) or ``bart ecalib -d0 -m1`` (multi-coil), as fastMRI runs it; skipped
+  with a note when ``bart`` is not installed (Debian: ``apt-get install bart``);
+* tfmri: :func:`tfmri.baselines.cs_tv.reconstruct`, one batch per volume, compiled with
+  XLA; each k-space shape is compiled once before timing (the compile time is printed).
+
+Prints NMSE / PSNR / SSIM (fastMRI's, per volume, then mean) and seconds per slice of
+each, and the speed ratio. Both run on every core of the machine.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from absl import flags
+
+from tfmri import cli
+
+cli.quiet_tensorflow()
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfmri import metrics  # noqa: E402
+from tfmri.baselines import cs_tv  # noqa: E402
+from tfmri.data import fastmri_files, masks, synthetic, transforms  # noqa: E402
+from tfmri.errors import UserError  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", None, "fastMRI HDF5 root (default: synthetic demo data).")
+flags.DEFINE_string("split", "singlecoil_val", "Folder of --data_dir to read.")
+flags.DEFINE_integer("slices_per_volume", 4, "Middle slices taken from each volume.", lower_bound=1)
+flags.DEFINE_integer("max_volumes", 4, "Volumes read from the split.", lower_bound=1)
+flags.DEFINE_enum("acceleration", "8", ["4", "8"], "4 (centre 0.08) or 8 (centre 0.04).")
+flags.DEFINE_float("cs_lambda", cs_tv.DEFAULT_LAMBDA, "tfmri CS-TV regularisation weight.")
+flags.DEFINE_integer("cs_iterations", cs_tv.DEFAULT_ITERATIONS, "tfmri CS-TV iterations.")
+flags.DEFINE_string("bart", "bart", "The BART executable.")
+flags.DEFINE_bool("sweep", False, "Only tfmri: NMSE / SSIM over a lambda x iterations grid.")
+
+CENTER_FRACTIONS = {"4": "0.08", "8": "0.04"}
+SWEEP_LAMBDAS = (0.001, 0.002, 0.005, 0.01, 0.02)
+SWEEP_ITERATIONS = (50, 100, 200)
+
+
+def load_slices(directory):
+    """[(name, masked k-space [n, ...], mask [W], target [n, 320, 320])] per volume."""
+    spec = masks.parse_spec("random", [CENTER_FRACTIONS[FLAGS.acceleration]], [FLAGS.acceleration])
+    volumes = []
+    for path in fastmri_files.list_volumes(directory)[: FLAGS.max_volumes]:
+        volume = fastmri_files.read_volume(path)
+        if volume.target is None:
+            raise UserError(f"{path}: no target to compare with; use a train or val split")
+        middle, half = volume.num_slices // 2, FLAGS.slices_per_volume // 2
+        chosen = slice(max(middle - half, 0), max(middle - half, 0) + FLAGS.slices_per_volume)
+        mask, _ = masks.MaskFunction(spec)(
+            volume.kspace.shape[-1], seed=masks.volume_seed(volume.name)
+        )
+        kspace = volume.kspace[chosen] * mask
+        volumes.append((volume.name, kspace.astype(np.complex64), mask, volume.target[chosen]))
+    if not volumes:
+        raise UserError(f"{directory}: no .h5 volumes")
+    return volumes
+
+
+def _write_cfl(base, array):
+    dims = list(array.shape) + [1] * (16 - array.ndim)
+    with open(base + ".hdr", "w") as handle:
+        handle.write("# Dimensions\n" + " ".join(map(str, dims)) + "\n")
+    np.asarray(array, np.complex64).ravel(order="F").tofile(base + ".cfl")
+
+
+def _read_cfl(base):
+    with open(base + ".hdr") as handle:
+        dims = [int(value) for value in handle.read().splitlines()[1].split()]
+    return np.fromfile(base + ".cfl", np.complex64).reshape(dims, order="F")
+
+
+def bart_reconstruct(kspace, workdir):
+    """BART pics of one slice's masked k-space [H, W] or [C, H, W] -> cropped magnitude."""
+    coils = kspace if kspace.ndim == 3 else kspace[None]
+    data = np.transpose(coils, (1, 2, 0))[None]  # BART: [1, H, W, coils]
+    files = {name: os.path.join(workdir, name) for name in ("kspace", "maps", "image")}
+    _write_cfl(files["kspace"], data)
+    if kspace.ndim == 3:
+        command = [FLAGS.bart, "ecalib", "-d0", "-m1", files["kspace"], files["maps"]]
+        subprocess.run(command, check=True, capture_output=True)
+    else:
+        _write_cfl(files["maps"], np.ones_like(data))
+    command = [FLAGS.bart, "pics", "-d0", "-S", "-R", "T:7:0:0.01", "-i", "200"]
+    subprocess.run(command + list(files.values()), check=True, capture_output=True)
+    image = np.abs(_read_cfl(files["image"])).reshape(coils.shape[-2:])
+    return transforms.center_crop(image, 320, 320).numpy()
+
+
+def tfmri_reconstruct(volumes, options):
+    """Reconstructions per volume, steady-state seconds, compile seconds."""
+
+    def run(kspace, mask):
+        return cs_tv.reconstruct(kspace, mask, options)
+
+    def inputs(kspace, mask):
+        return tf.constant(kspace), tf.constant(np.tile(mask, (len(kspace), 1)), tf.float32)
+
+    start = time.perf_counter()
+    for shape in {(kspace.shape, len(mask)): None for _, kspace, mask, _ in volumes}:
+        index = [(k.shape, len(m)) for _, k, m, _ in volumes].index(shape)
+        run(*inputs(volumes[index][1], volumes[index][2])).numpy()
+    compile_seconds = time.perf_counter() - start
+    images, seconds = [], 0.0
+    for _, kspace, mask, _ in volumes:
+        args = inputs(kspace, mask)
+        start = time.perf_counter()
+        images.append(run(*args).numpy())
+        seconds += time.perf_counter() - start
+    return images, seconds, compile_seconds
+
+
+def _scores(volumes, images):
+    rows = [
+        {"method": "m", **metrics.volume_metrics(target, image)}
+        for (_, _, _, target), image in zip(volumes, images)
+    ]
+    return metrics.summarize(rows)["m"]
+
+
+def _line(name, scores, seconds_per_slice):
+    cells = "".join(f"{scores[m]['mean']:>10.4f}" for m in metrics.NAMES)
+    return f"{name:<28}{cells}{seconds_per_slice:>12.3f}"
+
+
+def sweep(volumes):
+    print(f"{'lambda':>8}{'iterations':>12}{'NMSE':>10}{'PSNR':>10}{'SSIM':>10}{'s/slice':>10}")
+    count = sum(len(kspace) for _, kspace, _, _ in volumes)
+    for regularization in SWEEP_LAMBDAS:
+        for iterations in SWEEP_ITERATIONS:
+            images, seconds, _ = tfmri_reconstruct(
+                volumes, cs_tv.CsTvOptions(regularization, iterations)
+            )
+            scores = _scores(volumes, images)
+            cells = "".join(f"{scores[m]['mean']:>10.4f}" for m in metrics.NAMES)
+            print(f"{regularization:>8}{iterations:>12}{cells}{seconds / count:>10.3f}", flush=True)
+
+
+@cli.user_errors_to_exit
+def main(argv):
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    options = cs_tv.CsTvOptions(FLAGS.cs_lambda, FLAGS.cs_iterations)
+    with tempfile.TemporaryDirectory() as workdir:
+        data_dir = FLAGS.data_dir
+        if data_dir is None:
+            data_dir = os.path.join(workdir, "fastmri")
+            synthetic.generate(synthetic.SyntheticSpec(10, 12, 1, 0), data_dir)
+        directory = os.path.join(data_dir, FLAGS.split)
+        if not os.path.isdir(directory):
+            raise UserError(f"--data_dir/--split: {directory} is not a directory")
+        volumes = load_slices(directory)
+        count = sum(len(kspace) for _, kspace, _, _ in volumes)
+        shape = "x".join(map(str, volumes[0][1].shape[1:]))
+        print(
+            f"{count} slices of {len(volumes)} volumes ({FLAGS.split}, k-space {shape}), "
+            f"{FLAGS.acceleration}x random mask, {os.cpu_count()} cores",
+            flush=True,
+        )
+        if FLAGS.sweep:
+            sweep(volumes)
+            return
+
+        images, seconds, compile_seconds = tfmri_reconstruct(volumes, options)
+        zero_filled = [
+            np.asarray(
+                (transforms.rss if kspace.ndim == 4 else tf.abs)(
+                    transforms.cropped_ifft2c(kspace, mask, 320, 320)
+                )
+            )
+            for _, kspace, mask, _ in volumes
+        ]
+        print(f"{'method':<28}{'NMSE':>10}{'PSNR':>10}{'SSIM':>10}{'s/slice':>12}")
+        print(_line("zero-filled", _scores(volumes, zero_filled), 0.0))
+        label = f"tfmri CS-TV (l={options.regularization:g}, {options.iterations} it)"
+        tfmri_per_slice = seconds / count
+        print(_line(label, _scores(volumes, images), tfmri_per_slice), flush=True)
+        print(
+            f"  (tfmri: {compile_seconds:.1f} s of XLA compilation before timing, once per shape)"
+        )
+
+        if shutil.which(FLAGS.bart) is None:
+            print(f"BART: {FLAGS.bart!r} not found; install it (Debian: apt-get install bart)")
+            return
+        bart_images, start = [], time.perf_counter()
+        for _, kspace, _, _ in volumes:
+            bart_images.append(np.stack([bart_reconstruct(s, workdir) for s in kspace]))
+        bart_per_slice = (time.perf_counter() - start) / count
+        print(_line("BART pics T:7:0:0.01, 200 it", _scores(volumes, bart_images), bart_per_slice))
+        print(f"tfmri CS-TV is {bart_per_slice / tfmri_per_slice:.1f} x faster per slice than BART")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,169 @@
+"""tfmri.report: the same numbers as tfmri.evaluate and the CS-TV module, figures, bad flags."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import run_tool
+from tests.test_train import TINY
+from tfmri import metrics
+from tfmri.baselines import cs_tv
+from tfmri.data import fastmri_files, masks
+
+CS_ITERATIONS = 20
+
+
+def _train(records, model_dir, *extra):
+    args = ["-m", "tfmri.train", f"--data_dir={records}", f"--model_dir={model_dir}", *TINY]
+    result = run_tool(*args, "--epochs=1", "--epochs_decay=1", *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def runs(singlecoil_records, tmp_path_factory):
+    root = tmp_path_factory.mktemp("report_runs")
+    pix2pix_8x = _train(singlecoil_records, str(root / "pix2pix_8x"))
+    unet_4x = _train(
+        singlecoil_records,
+        str(root / "unet_4x"),
+        "--model=unet",
+        "--center_fractions=0.08",
+        "--accelerations=4",
+    )
+    return pix2pix_8x, unet_4x
+
+
+def _report_args(records, runs, report_dir, *extra):
+    return [
+        "-m",
+        "tfmri.report",
+        f"--data_dir={records}",
+        "--val_split=singlecoil_val",
+        "--center_fractions=0.08,0.04",
+        "--accelerations=4,8",
+        f"--checkpoints={runs[1]},{runs[0]}",
+        "--methods=zero_filled,cs_tv,unet,pix2pix",
+        f"--report_dir={report_dir}",
+        f"--cs_iterations={CS_ITERATIONS}",
+        "--batch_size=2",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def report(singlecoil_records, runs, tmp_path_factory):
+    report_dir = str(tmp_path_factory.mktemp("report"))
+    result = run_tool(*_report_args(singlecoil_records, runs, report_dir), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(report_dir, "report.json")) as handle:
+        return report_dir, json.load(handle), result.stdout
+
+
+def _rows(result, method):
+    return {row["volume"]: row for row in result["volumes"] if row["method"] == method}
+
+
+def _setting(document, acceleration):
+    (result,) = [r for r in document["results"] if r["acceleration"] == acceleration]
+    return result
+
+
+@pytest.mark.parametrize("which, acceleration, method", [(0, 8, "pix2pix"), (1, 4, "unet")])
+def test_learned_numbers_equal_evaluate(report, runs, tmp_path, which, acceleration, method):
+    _, document, _ = report
+    model_dir = runs[which]
+    output_dir = str(tmp_path / "eval")
+    result = run_tool(
+        "-m", "tfmri.evaluate", f"--flagfile={model_dir}/flags.cfg", f"--output_dir={output_dir}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(output_dir, "metrics.json")) as handle:
+        evaluated = json.load(handle)["volumes"]
+    setting = _setting(document, acceleration)
+    for name in ("zero_filled", method):
+        expected = {row["volume"]: row for row in evaluated if row["method"] == name}
+        got = _rows(setting, name)
+        assert set(got) == set(expected) and got
+        for volume, row in got.items():
+            for metric in metrics.NAMES:
+                assert row[metric] == pytest.approx(expected[volume][metric], rel=1e-6, abs=1e-9)
+
+
+def test_cs_tv_numbers_equal_the_module_on_the_raw_files(report, singlecoil_raw):
+    _, document, _ = report
+    for acceleration, fraction in ((4, 0.08), (8, 0.04)):
+        spec = masks.MaskSpec("random", (fraction,), (acceleration,))
+        rows = _rows(_setting(document, acceleration), "cs_tv")
+        zero_filled = _rows(_setting(document, acceleration), "zero_filled")
+        assert rows
+        for name, row in rows.items():
+            volume = fastmri_files.read_volume(os.path.join(singlecoil_raw, "singlecoil_val", name))
+            width = volume.kspace.shape[-1]
+            mask, _ = masks.MaskFunction(spec)(width, seed=masks.volume_seed(name))
+            image = cs_tv.reconstruct(
+                volume.kspace,
+                np.tile(mask, (volume.num_slices, 1)),
+                cs_tv.CsTvOptions(cs_tv.DEFAULT_LAMBDA, CS_ITERATIONS),
+            ).numpy()
+            expected = metrics.volume_metrics(volume.target, image)
+            assert row["nmse"] == pytest.approx(expected["nmse"], rel=1e-3)
+            assert row["ssim"] == pytest.approx(expected["ssim"], abs=1e-4)
+            assert row["nmse"] < zero_filled[name]["nmse"]
+
+
+def test_tables_timings_and_figures(report):
+    report_dir, document, stdout = report
+    assert [r["acceleration"] for r in document["results"]] == [4, 8]
+    for result, learned in zip(document["results"], ("unet", "pix2pix")):
+        assert set(result["summary"]) == {"zero_filled", "cs_tv", learned}
+        assert result["seconds_per_slice"]["cs_tv"] > 0
+        assert result["seconds_per_slice"][learned] > 0
+    with open(os.path.join(report_dir, "report.md")) as handle:
+        text = handle.read()
+    for acceleration in (4, 8):
+        nmse = _setting(document, acceleration)["summary"]["cs_tv"]["nmse"]
+        assert f"| cs_tv | {nmse['mean']:.4f} +/- {nmse['std']:.4f}" in text
+    assert "== 4x" in stdout and "== 8x" in stdout
+    for name in ("examples_4x.png", "examples_8x.png", "training_curves.png"):
+        with open(os.path.join(report_dir, name), "rb") as handle:
+            png = handle.read()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        image = tf.io.decode_png(png).numpy()
+        assert image.shape[0] > 200 and image.shape[1] > 200
+        assert image.std() > 10  # not a blank canvas
+    curves = document["training_curves"]
+    (pix2pix_curves,) = [c for label, c in curves.items() if label.startswith("pix2pix 8x")]
+    assert {"train/D_real", "train/D_fake", "train/G_GAN", "train/G_L1", "val/ssim"} <= set(
+        pix2pix_curves
+    )
+    assert pix2pix_curves["train/G_L1"][0] == [1, 2]  # one point per epoch
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--accelerations=4", "--center_fractions=0.08"], "trained at 8x"),
+        (["--methods=zero_filled,cs_tv,unet,pix2pix,bm3d"], "--methods"),
+        (["--accelerations=4,8", "--center_fractions=0.08"], "one centre fraction per"),
+        (["--cs_lambda=0"], "--cs_lambda"),
+    ],
+)
+def test_bad_flags(singlecoil_records, runs, tmp_path, extra, message):
+    report_dir = str(tmp_path / "report")
+    result = run_tool(*_report_args(singlecoil_records, runs, report_dir, *extra))
+    assert result.returncode == 1
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert not os.path.exists(report_dir)
+
+
+def test_learned_method_without_a_checkpoint(singlecoil_records, runs, tmp_path):
+    report_dir = str(tmp_path / "report")
+    args = _report_args(singlecoil_records, runs, report_dir, f"--checkpoints={runs[0]}")
+    # The pix2pix run alone: --methods still asks for unet.
+    result = run_tool(*args)
+    assert result.returncode == 1
+    assert "no unet run" in result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,434 @@
+"""The comparison report: zero-filled, CS-TV and trained models, at each acceleration.
+
+  python -m tfmri.report --flagfile=configs/report_demo.cfg
+  python -m tfmri.report --flagfile=configs/demo.cfg --center_fractions=0.08,0.04 \\
+      --accelerations=4,8 --methods=zero_filled,cs_tv,unet,pix2pix \\
+      --checkpoints=runs/demo/unet,runs/demo/pix2pix,runs/demo/unet_4x,runs/demo/pix2pix_4x \\
+      --report_dir=runs/demo/report
+
+Each (centre fraction, acceleration) pair of ``--center_fractions`` / ``--accelerations``
+is one setting: the validation split is undersampled with the fixed per-volume masks of
+that setting only (the masks ``tfmri.evaluate`` uses), and every method reconstructs
+the same slices from them. A trained method's checkpoint is evaluated at the
+acceleration it was trained at (read from the ``flags.cfg`` of its run); its method is
+what its ``model.json`` says (``unet`` without a discriminator, else ``pix2pix``).
+
+Writes to ``--report_dir``: ``report.md`` (NMSE, PSNR, SSIM per volume, mean and
+standard deviation, and seconds per slice, per setting and method), ``report.json``
+(the same, per-volume rows included), ``examples_<A>x.png`` (the middle slice of the
+first volumes by every method, with 5 x error maps) and ``training_curves.png``
+(``D_real``, ``D_fake``, ``G_GAN``, ``G_L1`` and the validation metrics of each run, read
+from its TensorBoard event files).
+
+Seconds per slice are the time spent in the method per slice, the first batch (which
+traces and compiles) left out; the input pipeline (reading, FFT, zero-filled image) is
+shared by all methods and not counted.
+"""
+
+import glob
+import os
+import time
+
+from absl import flags
+
+from tfmri import cli
+
+cli.quiet_tensorflow()
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfmri import checkpoints, config, fileio, metrics, runtime, volumes  # noqa: E402, F401
+from tfmri.baselines import cs_tv  # noqa: E402
+from tfmri.data import masks, pipeline, transforms  # noqa: E402
+from tfmri.errors import UserError  # noqa: E402
+from tfmri.models import pix2pix  # noqa: E402
+from tfmri.progress import ProgressBar  # noqa: E402
+
+FLAGS = flags.FLAGS
+METHODS = ("zero_filled", "cs_tv", "unet", "pix2pix")
+LEARNED = ("unet", "pix2pix")
+flags.DEFINE_list("methods", list(METHODS), f"Methods to compare, of {', '.join(METHODS)}.")
+flags.DEFINE_list(
+    "checkpoints",
+    [],
+    "Training runs (--model_dir of tfmri.train, newest checkpoint) or ckpt-N prefixes of the "
+    "learned methods, one per method and acceleration.",
+)
+flags.DEFINE_float("cs_lambda", cs_tv.DEFAULT_LAMBDA, "CS-TV regularisation weight (lambda).")
+flags.DEFINE_integer("cs_iterations", cs_tv.DEFAULT_ITERATIONS, "CS-TV iterations.")
+flags.DEFINE_string("report_dir", "runs/report", "Where report.md, report.json and figures go.")
+flags.DEFINE_integer("num_example_volumes", 2, "Volumes (middle slice) in examples_<A>x.png.")
+
+CURVES = (
+    ("train", "D_real"),
+    ("train", "D_fake"),
+    ("train", "G_GAN"),
+    ("train", "G_L1"),
+    ("val", "nmse"),
+    ("val", "psnr"),
+    ("val", "ssim"),
+)
+
+
+def _read_run_flags(model_dir) -> dict:
+    """{name: value} of the ``--name=value`` lines of a run's flags.cfg."""
+    path = os.path.join(model_dir, checkpoints.FLAGS_FILE)
+    if not os.path.exists(path):
+        raise UserError(f"{path}: missing; is {model_dir} the --model_dir of a training run?")
+    values = {}
+    with open(path) as handle:
+        for line in handle:
+            if line.startswith("--") and "=" in line:
+                name, value = line[2:].rstrip("\n").split("=", 1)
+                values[name] = value
+    return values
+
+
+class Run:
+    """A trained checkpoint: its method, the mask it was trained with, its model."""
+
+    def __init__(self, path):
+        self.path = path
+        self.model_dir = path if os.path.isdir(path) else os.path.dirname(path)
+        if not os.path.isdir(self.model_dir):
+            raise UserError(f"--checkpoints: {path} is neither a run directory nor a ckpt-N")
+        run_flags = _read_run_flags(self.model_dir)
+        self.config = checkpoints.read_model_config(self.model_dir)
+        discriminator = self.config["config"].get("discriminator")
+        self.method = "unet" if discriminator in (None, "none") else "pix2pix"
+        accelerations = run_flags.get("accelerations", "").split(",")
+        if len(accelerations) != 1 or not accelerations[0]:
+            raise UserError(
+                f"--checkpoints: {path} was trained with --accelerations="
+                f"{run_flags.get('accelerations')}; the report compares runs trained at one "
+                "acceleration each"
+            )
+        self.acceleration = int(accelerations[0])
+        self.label = f"{self.method} {self.acceleration}x ({self.model_dir})"
+
+    def load(self):
+        model = pix2pix.Pix2Pix.from_config(self.config)
+        self.checkpoint = checkpoints.restore_weights(model, self.path)
+        return model
+
+
+def settings():
+    """[(acceleration, MaskSpec)] of the centre fraction / acceleration pairs."""
+    fractions, accelerations = FLAGS.center_fractions, FLAGS.accelerations
+    if len(fractions) != len(accelerations):
+        raise UserError(
+            f"--center_fractions={','.join(fractions)} --accelerations={','.join(accelerations)}: "
+            "give one centre fraction per acceleration"
+        )
+    pairs = []
+    for fraction, acceleration in zip(fractions, accelerations):
+        try:
+            spec = masks.parse_spec(FLAGS.mask_type, [fraction], [acceleration])
+        except ValueError as error:
+            raise UserError(f"--center_fractions/--accelerations: {error}") from None
+        pairs.append((spec.accelerations[0], spec))
+    return pairs
+
+
+def check_flags():
+    """Validates the report's flags before any work; returns (settings, runs)."""
+    if not FLAGS.data_dir or not os.path.isdir(FLAGS.data_dir):
+        raise UserError(f"--data_dir={FLAGS.data_dir}: no such directory (converted TFRecords)")
+    unknown = [method for method in FLAGS.methods if method not in METHODS]
+    if unknown or not FLAGS.methods:
+        raise UserError(f"--methods={','.join(FLAGS.methods)}: choose from {', '.join(METHODS)}")
+    if FLAGS.batch_size < 1 or FLAGS.num_example_volumes < 0:
+        raise UserError("--batch_size must be >= 1 and --num_example_volumes >= 0")
+    try:
+        cs_tv.CsTvOptions(FLAGS.cs_lambda, FLAGS.cs_iterations)
+    except ValueError as error:
+        raise UserError(f"--cs_lambda/--cs_iterations: {error}") from None
+    pairs = settings()
+    runs = [Run(path) for path in FLAGS.checkpoints]
+    wanted = {acceleration for acceleration, _ in pairs}
+    for run in runs:
+        if run.method not in FLAGS.methods:
+            raise UserError(
+                f"--checkpoints: {run.path} is a {run.method} run, not in --methods="
+                f"{','.join(FLAGS.methods)}"
+            )
+        if run.acceleration not in wanted:
+            raise UserError(
+                f"--checkpoints: {run.path} was trained at {run.acceleration}x; add it to "
+                f"--accelerations (now {','.join(FLAGS.accelerations)}) or leave the run out"
+            )
+    for method in (m for m in FLAGS.methods if m in LEARNED):
+        if not any(run.method == method for run in runs):
+            raise UserError(
+                f"--methods has {method} but --checkpoints has no {method} run; train one "
+                "(tfmri.train) and add its --model_dir, or leave it out of --methods"
+            )
+    pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
+    return pairs, runs
+
+
+def _dataset(spec, measured=False, data_consistency=False):
+    options = pipeline.PipelineOptions(
+        spec,
+        batch_size=FLAGS.batch_size,
+        crop_size=FLAGS.crop_size,
+        data_consistency=data_consistency,
+        measured=measured,
+    )
+    return pipeline.make_dataset(FLAGS.data_dir, FLAGS.val_split, options, training=False)
+
+
+def cs_predictor(options, crop_size):
+    """predict(inputs) -> CS-TV reconstructions [B, S, S] from the measured hybrid data."""
+    solve = tf.function(
+        lambda measured, mask: cs_tv.reconstruct_hybrid(measured, mask, options, crop_size),
+        jit_compile=True,
+    )
+    return lambda inputs: solve(inputs["measured"], inputs["mask"])
+
+
+def _zero_filled_of(inputs):
+    mean, std = inputs["mean"][:, None, None], inputs["std"][:, None, None]
+    return transforms.denormalize(inputs["zero_filled"][..., 0], mean, std)
+
+
+def evaluate_method(name, predict, dataset, rows, examples, bar):
+    """Appends the method's per-volume rows (zero-filled's too when ``name`` is the first
+    pass, ``zero_filled`` or ``cs_tv``); returns its seconds per slice."""
+    timer = volumes.Timer(predict)
+    for volume, zero_filled, image, target in volumes.reconstruct_volumes(timer, dataset):
+        middle = len(target) // 2
+        shown = examples.setdefault(volume, {"target": target[middle]})
+        if name in ("zero_filled", "cs_tv"):
+            if "zero_filled" in FLAGS.methods:
+                rows.append(
+                    {"volume": volume, "method": "zero_filled"}
+                    | metrics.volume_metrics(target, zero_filled)
+                )
+            shown["zero_filled"] = zero_filled[middle]
+        if name != "zero_filled":
+            rows.append({"volume": volume, "method": name} | metrics.volume_metrics(target, image))
+            shown[name] = image[middle]
+        bar.update()
+    return timer.seconds_per_slice if name != "zero_filled" else None
+
+
+def evaluate_setting(acceleration, spec, runs, bar):
+    """(rows, {method: seconds per slice}, examples) of one acceleration."""
+    rows, seconds, examples = [], {}, {}
+    # The first pass gives zero-filled (every method's input) and, if asked, CS-TV.
+    if "cs_tv" in FLAGS.methods:
+        options = cs_tv.CsTvOptions(FLAGS.cs_lambda, FLAGS.cs_iterations)
+        predict = cs_predictor(options, FLAGS.crop_size)
+        seconds["cs_tv"] = evaluate_method(
+            "cs_tv", predict, _dataset(spec, measured=True), rows, examples, bar
+        )
+    else:
+        evaluate_method("zero_filled", _zero_filled_of, _dataset(spec), rows, examples, bar)
+    for run in (r for r in runs if r.acceleration == acceleration):
+        model = run.load()
+        dataset = _dataset(spec, data_consistency=model.config.data_consistency)
+        seconds[run.method] = evaluate_method(
+            run.method, volumes.model_predictor(model), dataset, rows, examples, bar
+        )
+    order = {method: index for index, method in enumerate(METHODS)}
+    rows.sort(key=lambda row: order[row["method"]])
+    return rows, seconds, examples
+
+
+def _methods_present(summary):
+    return [method for method in METHODS if method in summary]
+
+
+def markdown(results, runs, num_volumes) -> str:
+    """report.md: one table per acceleration, like the seed project's."""
+    lines = [
+        "# tfmri comparison report",
+        "",
+        f"Data: `{FLAGS.data_dir}`, split `{FLAGS.val_split}` ({num_volumes} volumes), "
+        f"{FLAGS.mask_type} masks fixed per volume. fastMRI metrics per volume "
+        "(NMSE, PSNR, SSIM), mean +/- standard deviation over the volumes.",
+        f"CS-TV: lambda {FLAGS.cs_lambda:g}, {FLAGS.cs_iterations} iterations. Seconds per "
+        "slice: time in the method after its first batch, on "
+        f"{os.cpu_count()} CPU cores; zero-filled is the shared input.",
+        "",
+    ]
+    for result in results:
+        summary = result["summary"]
+        lines += [
+            f"## {result['acceleration']}x (centre fraction {result['center_fraction']:g})",
+            "",
+            "| method | NMSE | PSNR | SSIM | s / slice |",
+            "|---|---|---|---|---|",
+        ]
+        for method in _methods_present(summary):
+            cells = [
+                f"{summary[method][m]['mean']:.4f} +/- {summary[method][m]['std']:.4f}"
+                for m in metrics.NAMES
+            ]
+            seconds = result["seconds_per_slice"].get(method)
+            cells.append("-" if seconds is None else f"{seconds:.3f}")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        for method in (m for m in METHODS if m in FLAGS.methods and m not in summary):
+            lines.append(f"| {method} | no run trained at {result['acceleration']}x | | | |")
+        lines += [f"![examples]({os.path.basename(result['figure'])})", ""]
+    if runs:
+        lines += ["## Checkpoints", ""]
+        lines += [f"- {run.method} at {run.acceleration}x: `{run.checkpoint}`" for run in runs]
+        lines += ["", "![training curves](training_curves.png)", ""]
+    return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def _save(figure, path):
+    with fileio.atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=80)
+
+
+def examples_figure(examples, acceleration, path):
+    """Rows of slices, columns target and every method, each with a 5 x error map below."""
+    pyplot = _pyplot()
+    volumes = list(examples)[: max(FLAGS.num_example_volumes, 1)]
+    columns = ["target"] + [m for m in METHODS if m in examples[volumes[0]]]
+    figure, axes = pyplot.subplots(
+        2 * len(volumes),
+        len(columns),
+        figsize=(2.2 * len(columns), 4.4 * len(volumes)),
+        squeeze=False,
+    )
+    for row, volume in enumerate(volumes):
+        images = examples[volume]
+        target = images["target"]
+        scale = float(target.max()) or 1.0
+        for column, name in enumerate(columns):
+            image_axis, error_axis = axes[2 * row, column], axes[2 * row + 1, column]
+            image_axis.imshow(images[name], cmap="gray", vmin=0, vmax=scale)
+            error_axis.imshow(np.abs(images[name] - target), cmap="gray", vmin=0, vmax=scale / 5)
+            image_axis.set_title(name if row == 0 else "", fontsize=9)
+            if column == 0:
+                image_axis.set_ylabel(volume, fontsize=8)
+                error_axis.set_ylabel("5 x |error|", fontsize=8)
+            for axis in (image_axis, error_axis):
+                axis.set_xticks([])
+                axis.set_yticks([])
+    figure.suptitle(f"{acceleration}x, middle slices", fontsize=10)
+    figure.tight_layout()
+    _save(figure, path)
+    pyplot.close(figure)
+
+
+def read_curves(model_dir) -> dict:
+    """{(writer, tag): (epochs, values)} of a run's per-epoch TensorBoard scalars."""
+    curves = {}
+    for writer, tag in CURVES:
+        points = {}
+        for path in sorted(glob.glob(os.path.join(model_dir, "logs", writer, "events.out.*"))):
+            for record in tf.data.TFRecordDataset(path):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                for value in event.summary.value:
+                    if value.tag == f"epoch/{tag}":
+                        points[event.step] = float(tf.make_ndarray(value.tensor))
+        if points:
+            steps = sorted(points)
+            curves[(writer, tag)] = (steps, [points[step] for step in steps])
+    return curves
+
+
+def curves_figure(runs, path):
+    """One panel per curve of CURVES, one line per run; empty panels say so."""
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(2, 4, figsize=(16, 7))
+    axes = axes.ravel()
+    curves = {run.label: read_curves(run.model_dir) for run in runs}
+    colours = {label: f"C{index}" for index, label in enumerate(curves)}
+    for axis, (writer, tag) in zip(axes, CURVES):
+        for label, run_curves in curves.items():
+            if (writer, tag) in run_curves:
+                axis.plot(*run_curves[(writer, tag)], marker=".", color=colours[label])
+        axis.set_title(f"{tag} ({'validation' if writer == 'val' else 'training'})")
+        axis.set_xlabel("epoch")
+        if not axis.lines:
+            axis.text(0.5, 0.5, "not logged", ha="center", transform=axis.transAxes)
+    axes[-1].axis("off")
+    for label, colour in colours.items():
+        axes[-1].plot([], [], marker=".", color=colour, label=label)
+    axes[-1].legend(loc="center", fontsize=9, title="runs")
+    figure.tight_layout()
+    _save(figure, path)
+    pyplot.close(figure)
+    return {label: {f"{w}/{t}": v for (w, t), v in c.items()} for label, c in curves.items()}
+
+
+def report(output_dir):
+    """Evaluates everything the flags ask for; writes the report; returns its JSON."""
+    pairs, runs = check_flags()
+    _, entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
+    num_volumes = entry["statistics"]["num_volumes"]
+    passes = sum(1 + sum(run.acceleration == a for run in runs) for a, _ in pairs)
+    bar = ProgressBar(passes * num_volumes, "volume passes")
+    results = []
+    for acceleration, spec in pairs:
+        start = time.perf_counter()
+        rows, seconds, examples = evaluate_setting(acceleration, spec, runs, bar)
+        figure = os.path.join(output_dir, f"examples_{acceleration}x.png")
+        if FLAGS.num_example_volumes:
+            examples_figure(examples, acceleration, figure)
+        results.append(
+            {
+                "acceleration": acceleration,
+                "center_fraction": spec.center_fractions[0],
+                "mask_type": spec.mask_type,
+                "summary": metrics.summarize(rows),
+                "seconds_per_slice": seconds,
+                "wall_seconds": time.perf_counter() - start,
+                "figure": figure,
+                "volumes": rows,
+            }
+        )
+    bar.close()
+    curves = curves_figure(runs, os.path.join(output_dir, "training_curves.png")) if runs else {}
+    document = {
+        "data_dir": FLAGS.data_dir,
+        "split": FLAGS.val_split,
+        "num_volumes": num_volumes,
+        "methods": [m for m in METHODS if m in FLAGS.methods],
+        "cs_tv": {"lambda": FLAGS.cs_lambda, "iterations": FLAGS.cs_iterations},
+        "checkpoints": [
+            {"method": r.method, "acceleration": r.acceleration, "checkpoint": r.checkpoint}
+            for r in runs
+        ],
+        "results": results,
+        "training_curves": curves,
+    }
+    fileio.write_json(os.path.join(output_dir, "report.json"), document)
+    fileio.write_text(os.path.join(output_dir, "report.md"), markdown(results, runs, num_volumes))
+    return document
+
+
+@cli.user_errors_to_exit
+def main(argv):
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    runtime.configure()
+    document = report(FLAGS.report_dir)
+    for result in document["results"]:
+        print(f"== {result['acceleration']}x, {FLAGS.val_split} (mean +/- std per volume)")
+        print(metrics.table(result["summary"], document["num_volumes"]))
+        timing = ", ".join(
+            f"{method} {value:.3f}" for method, value in result["seconds_per_slice"].items()
+        )
+        print(f"seconds per slice: {timing or '-'}")
+    print(f"report.md, report.json and figures in {FLAGS.report_dir}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,80 @@
+"""Reconstructing a validation split volume by volume, with any method.
+
+A method is a ``predict(inputs) -> float32 [B, S, S]`` function of a batch of the
+evaluation pipeline (:func:`tfmri.data.pipeline.make_dataset`, ``training=False``),
+giving de-normalised reconstructions; :func:`reconstruct_volumes` groups its slices
+into volumes next to the zero-filled input and the target. ``tfmri.evaluate`` and
+``tfmri.report`` both use it, so their numbers for a checkpoint are the same.
+"""
+
+import collections
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfmri.data import transforms
+
+
+def model_predictor(model):
+    """predict(inputs) -> de-normalised float32 [B, S, S] reconstructions of the model."""
+    run = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+    keys = ("zero_filled", "mean", "std", "measured", "mask")
+
+    def predict(inputs):
+        prediction = run({key: inputs[key] for key in keys if key in inputs})
+        mean = inputs["mean"][:, None, None]
+        std = inputs["std"][:, None, None]
+        return transforms.denormalize(tf.cast(prediction[..., 0], tf.float32), mean, std)
+
+    return predict
+
+
+class Timer:
+    """Seconds spent in a predict function, the first call (tracing, compiling) left out."""
+
+    def __init__(self, predict):
+        self.predict = predict
+        self.seconds = 0.0
+        self.slices = 0
+        self.calls = 0
+
+    def __call__(self, inputs):
+        start = time.perf_counter()
+        images = np.asarray(self.predict(inputs))
+        if self.calls:
+            self.seconds += time.perf_counter() - start
+            self.slices += len(images)
+        self.calls += 1
+        return images
+
+    @property
+    def seconds_per_slice(self):
+        return self.seconds / self.slices if self.slices else None
+
+
+def reconstruct_volumes(predict, dataset):
+    """Yields (volume name, zero-filled, reconstruction, target) de-normalised [slices, S, S].
+
+    ``predict(inputs)`` gives the de-normalised reconstructions [B, S, S] of a batch.
+    """
+    current, parts = None, collections.defaultdict(list)
+    names = ("zero_filled", "reconstruction", "target")
+    for inputs, target in dataset:
+        mean = inputs["mean"][:, None, None]
+        std = inputs["std"][:, None, None]
+        images = {
+            "zero_filled": transforms.denormalize(inputs["zero_filled"][..., 0], mean, std),
+            "reconstruction": np.asarray(predict(inputs)),
+            "target": transforms.denormalize(target[..., 0], mean, std),
+        }
+        for index, name in enumerate(inputs["volume"].numpy()):
+            name = name.decode()
+            if name != current and current is not None:
+                yield current, *(np.stack(parts[key]) for key in names)
+                parts.clear()
+            current = name
+            for key in names:
+                parts[key].append(np.asarray(images[key][index]))
+    if current is not None:
+        yield current, *(np.stack(parts[key]) for key in names)
