@@ -224,7 +224,8 @@ def reconstruct_hybrid(measured, mask, options=CsTvOptions(), crop_size=320, rec
     return (image, history) if record else image
 
 
-def _measured(kspace, mask, crop_size):
+def measured_hybrid(kspace, mask, crop_size):
+    """Per slice :func:`tfmri.data.transforms.measured_rows`: [B, (C,) H, W] -> [B, (C,) crop, W]."""
     return tf.map_fn(
         lambda args: transforms.measured_rows(args[0], args[1], crop_size),
         (kspace, mask),
@@ -234,7 +235,7 @@ def _measured(kspace, mask, crop_size):
 
 # The measured rows gather a data-dependent number of columns, which XLA cannot
 # compile; the solver has static shapes and runs about 1.5x faster compiled.
-_measured_graph = tf.function(_measured, reduce_retracing=True)
+_measured_graph = tf.function(measured_hybrid, reduce_retracing=True)
 _solver_xla = tf.function(reconstruct_hybrid, jit_compile=True)
 
 
