@@ -61,11 +61,17 @@ def trackables(model, state=None) -> dict:
 class Checkpointer:
     """Saves and restores a run in ``model_dir``; refuses to save non-finite weights."""
 
-    def __init__(self, model_dir, model, state, max_to_keep=3):
+    def __init__(self, model_dir, model, state, max_to_keep=3, save_dir=None):
+        """``save_dir``: where this process saves, if not ``model_dir`` (a multi-worker
+        run's non-chief workers save to their own temporary directory, keeping only the
+        newest, and restore from the chief's ``model_dir``)."""
         self.model = model
         self.state = state
         self.checkpoint = tf.train.Checkpoint(**trackables(model, state))
         self.manager = tf.train.CheckpointManager(self.checkpoint, model_dir, max_to_keep)
+        self.saver = self.manager
+        if save_dir is not None and os.path.abspath(save_dir) != os.path.abspath(model_dir):
+            self.saver = tf.train.CheckpointManager(self.checkpoint, save_dir, max_to_keep=1)
 
     def restore(self) -> bool:
         """Restores the newest checkpoint, if any; returns whether it did."""
@@ -93,7 +99,7 @@ class Checkpointer:
                 f"weights became NaN or infinite ({bad[0]}, ...): not saved; the last good "
                 f"checkpoint, {self.manager.latest_checkpoint}, is kept"
             )
-        path = self.manager.save(checkpoint_number=int(self.state.global_step))
+        path = self.saver.save(checkpoint_number=int(self.state.global_step))
         logging.info("saved %s (%s)", path, self.state.describe())
         return path
 

@@ -76,8 +76,10 @@ flags.DEFINE_string("model_dir", None, "Where checkpoints, TensorBoard logs and 
 flags.DEFINE_enum(
     "strategy",
     "default",
-    ["default", "mirrored"],
-    "tf.distribute strategy: one device, or MirroredStrategy over all devices.",
+    ["default", "mirrored", "multi_worker"],
+    "tf.distribute strategy: one device; MirroredStrategy over all devices; or "
+    "MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (one process per worker, "
+    "e.g. tools/launch_local_cluster.py).",
 )
 flags.DEFINE_integer(
     "num_cpu_devices", 0, "Split the CPU into this many logical devices (0: do not split)."

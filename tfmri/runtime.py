@@ -4,6 +4,10 @@ Call :func:`configure` once, before TensorFlow creates its devices (that is, bef
 any op runs): splitting the CPU into logical devices is impossible afterwards.
 """
 
+import dataclasses
+import json
+import os
+
 import keras
 import tensorflow as tf
 from absl import logging
@@ -30,8 +34,48 @@ def split_cpu(num_devices: int):
             ) from None
 
 
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """This process's place in a cluster: worker ``index`` of ``num_workers``."""
+
+    num_workers: int = 1
+    index: int = 0
+    is_chief: bool = True
+
+
+def cluster_task() -> Task:
+    """The task of ``TF_CONFIG`` (checked); a lone chief without it."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise UserError(
+            "--strategy=multi_worker: TF_CONFIG is not set; start the workers with "
+            "tools/launch_local_cluster.py, or set TF_CONFIG on each host (README, Scale-out)"
+        )
+    try:
+        spec = json.loads(raw)
+        cluster, task = spec["cluster"], spec["task"]
+        kind, index = task["type"], int(task["index"])
+        workers = list(cluster.get("worker", [])) + list(cluster.get("chief", []))
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(
+            f"TF_CONFIG is not a cluster spec ({error!r}); expected "
+            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
+        ) from None
+    if kind not in ("worker", "chief") or not 0 <= index < len(cluster.get(kind, [])):
+        raise UserError(f"TF_CONFIG: task {task} is not in the cluster {cluster}")
+    is_chief = kind == "chief" or ("chief" not in cluster and index == 0)
+    position = index if kind == "worker" and "chief" not in cluster else index + (kind == "worker")
+    return Task(len(workers), position, is_chief)
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """``default`` (one device) or ``mirrored`` (every GPU, else every logical CPU)."""
+    """``default`` (one device), ``mirrored`` (every GPU, else every logical CPU) or
+    ``multi_worker`` (MultiWorkerMirroredStrategy over the TF_CONFIG cluster)."""
+    if name == "multi_worker":
+        task = cluster_task()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        logging.info("MultiWorkerMirroredStrategy: worker %d of %d", task.index, task.num_workers)
+        return strategy
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -39,7 +83,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
         logging.info("MirroredStrategy over %s", [device.name for device in devices])
         return strategy
-    raise UserError(f"--strategy={name}: use default or mirrored")
+    raise UserError(f"--strategy={name}: use default, mirrored or multi_worker")
 
 
 def configure(num_cpu_devices=0, strategy="default", precision="float32", deterministic=False):

@@ -57,7 +57,24 @@ def _check_flags():
             f"--train_split={FLAGS.train_split}: it has no targets (a test split); "
             "train on a split with reconstructions"
         )
-    return sum(train_entry["shard_slices"]), sum(val_entry["shard_slices"])
+    train_slices = sum(train_entry["shard_slices"])
+    return train_slices, sum(val_entry["shard_slices"]), len(train_entry["shards"])
+
+
+OFF = tf.data.experimental.AutoShardPolicy.OFF
+
+
+def _sharding(policy):
+    """Dataset options: how a multi-worker strategy splits the dataset over workers
+    (OFF: tfmri splits the training files itself, and validation is not split)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = policy
+    return options
+
+
+def worker_dir(model_dir, index):
+    """Where non-chief worker ``index`` of a multi-worker run saves its checkpoints."""
+    return os.path.join(model_dir, "workers", str(index))
 
 
 def resolved_flags() -> str:
@@ -70,11 +87,16 @@ class Logger(keras.callbacks.Callback):
     """Counts steps, checkpoints, stops on non-finite losses, writes TensorBoard logs."""
 
     def __init__(self, state, checkpointer, log_dir, images):
+        """``log_dir`` None: no TensorBoard logs (a multi-worker run's non-chief workers)."""
         super().__init__()
         self.state = state
         self.checkpointer = checkpointer
-        self.train_writer = tf.summary.create_file_writer(os.path.join(log_dir, "train"))
-        self.val_writer = tf.summary.create_file_writer(os.path.join(log_dir, "val"))
+        if log_dir is None:
+            self.train_writer = self.val_writer = tf.summary.create_noop_writer()
+            images = None
+        else:
+            self.train_writer = tf.summary.create_file_writer(os.path.join(log_dir, "train"))
+            self.val_writer = tf.summary.create_file_writer(os.path.join(log_dir, "val"))
         self.images = images  # (inputs, target) of the fixed validation slices, or None
         self.diverged = None
 
@@ -167,9 +189,16 @@ def _write_hparams(log_dir, values):
 
 def train():
     """Runs (or resumes) the training the flags describe; returns the final metrics."""
-    train_slices, val_slices = _check_flags()
+    train_slices, val_slices, train_shards = _check_flags()
     spec = config.mask_spec()
     model_config = config.model_config()
+    task = runtime.cluster_task() if FLAGS.strategy == "multi_worker" else runtime.Task()
+    if task.num_workers > train_shards:
+        raise UserError(
+            f"--data_dir={FLAGS.data_dir}: split {FLAGS.train_split} has {train_shards} shard(s) "
+            f"for {task.num_workers} workers, which share the training data by file; convert "
+            f"again with --num_shards={task.num_workers} or more"
+        )
     strategy = runtime.configure(
         FLAGS.num_cpu_devices, FLAGS.strategy, FLAGS.precision, FLAGS.deterministic
     )
@@ -208,16 +237,24 @@ def train():
         ]
         model.compile(*optimizers)
 
-    os.makedirs(FLAGS.model_dir, exist_ok=True)
+    # Multi-worker: every worker saves checkpoints (saving takes part in collectives),
+    # but only the chief writes to --model_dir; the others save to a directory of their
+    # own and write no logs, flags or model config. All restore from --model_dir.
+    save_dir = FLAGS.model_dir if task.is_chief else worker_dir(FLAGS.model_dir, task.index)
+    os.makedirs(save_dir, exist_ok=True)
     state = checkpoints.TrainingState()
-    checkpointer = checkpoints.Checkpointer(FLAGS.model_dir, model, state, FLAGS.keep_checkpoints)
+    checkpointer = checkpoints.Checkpointer(
+        FLAGS.model_dir, model, state, FLAGS.keep_checkpoints, save_dir=save_dir
+    )
     if checkpointer.restore():
         print(f"resuming from {checkpointer.manager.latest_checkpoint}: {state.describe()}")
-    fileio.write_text(os.path.join(FLAGS.model_dir, checkpoints.FLAGS_FILE), resolved_flags())
-    checkpoints.write_model_config(FLAGS.model_dir, model)
-    log_dir = os.path.join(FLAGS.model_dir, "logs")
-    if int(state.global_step) == 0:
-        _write_hparams(log_dir, config.flag_values())
+    log_dir = None
+    if task.is_chief:
+        fileio.write_text(os.path.join(FLAGS.model_dir, checkpoints.FLAGS_FILE), resolved_flags())
+        checkpoints.write_model_config(FLAGS.model_dir, model)
+        log_dir = os.path.join(FLAGS.model_dir, "logs")
+        if int(state.global_step) == 0:
+            _write_hparams(log_dir, config.flag_values())
 
     def options(seed, training):
         return pipeline.PipelineOptions(
@@ -229,15 +266,17 @@ def train():
             drop_remainder=training,
             parallel_calls=os.cpu_count() or 1,
             data_consistency=FLAGS.data_consistency,
+            file_shard=(task.num_workers, task.index),
         )
 
     validation = pipeline.make_dataset(
         FLAGS.data_dir, FLAGS.val_split, options(FLAGS.seed, False), training=False
     )
-    logger = Logger(
-        state, checkpointer, log_dir, fixed_validation_slices(validation, FLAGS.num_images)
-    )
-    validation = validation.map(_model_inputs)
+    images = fixed_validation_slices(validation, FLAGS.num_images) if task.is_chief else None
+    logger = Logger(state, checkpointer, log_dir, images)
+    # Every worker evaluates the whole validation split (the means are then the same on
+    # all, and so is their average).
+    validation = validation.map(_model_inputs).with_options(_sharding(OFF))
 
     history = {}
     while int(state.epoch) < total_epochs:
@@ -252,7 +291,8 @@ def train():
             training=True,
         )
         # repeat(): Keras warns when a dataset ends exactly at steps_per_epoch.
-        training = training.map(_model_inputs).skip(done).repeat()
+        # Already split by file for this worker (pipeline.PipelineOptions.file_shard).
+        training = training.map(_model_inputs).skip(done).repeat().with_options(_sharding(OFF))
         started = time.monotonic()
         resumed = f", resumed at step {done}" if done else ""
         print(f"epoch {epoch + 1}/{total_epochs}{resumed}", flush=True)

@@ -52,6 +52,9 @@ class PipelineOptions:
     # Yield "measured" and "mask" as for data consistency, without the model using them;
     # multi-coil too ([coils, crop, W]): the CS-TV baseline reconstructs from them.
     measured: bool = False
+    # (count, index): training reads only the shard files index, index + count, ...
+    # (a multi-worker run's file-level split of the data; workers draw different masks).
+    file_shard: tuple[int, int] = (1, 0)
 
 
 def load_manifest(data_dir) -> dict:
@@ -213,6 +216,13 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
     parallel = AUTOTUNE if options.parallel_calls is None else options.parallel_calls
     files = tf.data.Dataset.from_tensor_slices(paths)
     if training:
+        count, index = options.file_shard
+        if count > len(paths):
+            raise DataError(
+                f"{data_dir}: split {split!r} has {len(paths)} shard file(s) for {count} "
+                f"workers; convert again with --num_shards={count} or more"
+            )
+        files = files.shard(count, index)
         files = files.shuffle(len(paths), seed=options.seed, reshuffle_each_iteration=True)
         records = files.interleave(
             lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
@@ -221,7 +231,9 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             deterministic=False,
         )
         records = records.shuffle(options.shuffle_buffer, seed=options.seed)
-        seeds = tf.data.Dataset.random(seed=options.seed, rerandomize_each_iteration=True)
+        seeds = tf.data.Dataset.random(
+            seed=options.seed + 1_000_003 * index, rerandomize_each_iteration=True
+        )
         records = tf.data.Dataset.zip(records, seeds.batch(2))
 
         def prepare(serialized, mask_seed):

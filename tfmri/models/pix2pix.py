@@ -167,6 +167,13 @@ class Pix2Pix(keras.Model):
         if self.d_optimizer is not None:
             self.d_optimizer.build(self.discriminator.trainable_variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras's TensorFlow trainer builds a model from a batch of the first fit()
+        # iterator, averaged over replicas; under MultiWorkerMirroredStrategy that
+        # average fails on dict inputs (keras-team/keras#20329). The networks are built
+        # in __init__ and both optimisers in compile: there is nothing to build.
+        return
+
     def call(self, inputs, training=False):
         if not isinstance(inputs, dict):
             if self.config.data_consistency:
@@ -225,7 +232,7 @@ class Pix2Pix(keras.Model):
             self.trackers[name].update_state(values)
         # The image metrics are validation metrics (test_step): computing them on every
         # training batch would cost about a tenth of a step.
-        return {name: self.trackers[name].result() for name in per_example}
+        return _logs({name: self.trackers[name].result() for name in per_example})
 
     def test_step(self, data):
         inputs, target = data
@@ -233,11 +240,13 @@ class Pix2Pix(keras.Model):
         for name, values in self._reconstruction_losses(inputs, target, fake).items():
             self.trackers[name].update_state(values)
         self._update_image_metrics(inputs, target, fake)
-        return {
-            name: self.trackers[name].result()
-            for name in self.trackers
-            if name not in ("D_real", "D_fake", "G_GAN")
-        }
+        return _logs(
+            {
+                name: self.trackers[name].result()
+                for name in self.trackers
+                if name not in ("D_real", "D_fake", "G_GAN")
+            }
+        )
 
     def _update_image_metrics(self, inputs, target, fake):
         """Slice-averaged NMSE, PSNR and SSIM of the de-normalised images."""
@@ -254,6 +263,21 @@ class Pix2Pix(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _logs(values):
+    """The step's logs as fit() can average them over the replicas.
+
+    Across several workers, Keras 3's fit averages each log value with a collective
+    reduce over axis 0, which fails on scalars (tensorflow/tensorflow#72388): there the
+    values get a length-1 axis (each worker's Mean trackers cover equally many
+    examples, so the average of their results is the global mean).
+    """
+    strategy = tf.distribute.get_strategy()
+    in_multi_worker = getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and in_multi_worker():
+        return {name: tf.reshape(value, [1]) for name, value in values.items()}
+    return values
 
 
 def _scale(optimizer, loss):
