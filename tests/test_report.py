@@ -167,3 +167,28 @@ def test_learned_method_without_a_checkpoint(singlecoil_records, runs, tmp_path)
     result = run_tool(*args)
     assert result.returncode == 1
     assert "no unet run" in result.stderr.strip().splitlines()[-1]
+
+
+def test_multicoil_zero_filled_and_cs_tv(multicoil_records, tmp_path):
+    _, records = multicoil_records
+    report_dir = str(tmp_path / "report")
+    result = run_tool(
+        "-m",
+        "tfmri.report",
+        f"--data_dir={records}",
+        "--val_split=multicoil_val",
+        "--methods=zero_filled,cs_tv",
+        "--center_fractions=0.04",
+        "--accelerations=8",
+        f"--cs_iterations={CS_ITERATIONS}",
+        f"--report_dir={report_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(report_dir, "report.json")) as handle:
+        (setting,) = json.load(handle)["results"]
+    cs, zero_filled = _rows(setting, "cs_tv"), _rows(setting, "zero_filled")
+    assert cs and cs.keys() == zero_filled.keys()
+    for volume, row in cs.items():
+        assert row["nmse"] < zero_filled[volume]["nmse"]
+        assert row["ssim"] > zero_filled[volume]["ssim"]
+    assert not os.path.exists(os.path.join(report_dir, "training_curves.png"))

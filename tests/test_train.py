@@ -177,6 +177,35 @@ def test_resume_after_kill_continues_from_the_checkpoint(singlecoil_records, tmp
     assert _checkpoint_steps(model_dir)[-1] == 24
 
 
+def test_resume_when_killed_after_the_last_step_of_an_epoch(singlecoil_records, tmp_path):
+    # A --checkpoint_every_steps checkpoint of an epoch's last step (step 4 of 4), and the
+    # run killed before its end-of-epoch checkpoint: the restart must not train on.
+    from tfmri import checkpoints
+    from tfmri.models import pix2pix
+
+    model_dir = str(tmp_path / "run")
+    args = _train_args(singlecoil_records, model_dir, "--epochs=2", "--epochs_decay=0")
+    result = run_tool(*args[:-2], "--epochs=1", "--epochs_decay=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = pix2pix.Pix2Pix.from_config(checkpoints.read_model_config(model_dir))
+    schedule = pix2pix.LinearDecay(1e-3, 4, 0)
+    model.compile(
+        *[pix2pix.make_optimizer(schedule, 0.5, 0.999, "float32", n) for n in ("adam_G", "adam_D")]
+    )
+    state = checkpoints.TrainingState()
+    checkpointer = checkpoints.Checkpointer(model_dir, model, state)
+    assert checkpointer.restore() and int(state.epoch) == 1
+    state.epoch.assign(0)
+    state.step_in_epoch.assign(4)
+    checkpointer.save()  # ckpt-4 again, as the mid-epoch checkpoint had it
+
+    result = run_tool(*args, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 1: all 4 steps were done before the restart" in result.stderr
+    assert "epoch 2/2\n" in result.stdout and "epoch 1/2" not in result.stdout
+    assert _checkpoint_steps(model_dir)[-1] == 8
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(singlecoil_records, tmp_path):
     model_dir = str(tmp_path / "run")
     args = _train_args(

@@ -20,8 +20,8 @@ first volumes by every method, with 5 x error maps) and ``training_curves.png``
 (``D_real``, ``D_fake``, ``G_GAN``, ``G_L1`` and the validation metrics of each run, read
 from its TensorBoard event files).
 
-Seconds per slice are the time spent in the method per slice, the first batch (which
-traces and compiles) left out; the input pipeline (reading, FFT, zero-filled image) is
+Seconds per slice are the time spent in the method per slice in steady state (the
+first batch, which traces and compiles, is run once more untimed first); the input pipeline (reading, FFT, zero-filled image) is
 shared by all methods and not counted.
 """
 
@@ -250,7 +250,7 @@ def markdown(results, runs, num_volumes) -> str:
         f"{FLAGS.mask_type} masks fixed per volume. fastMRI metrics per volume "
         "(NMSE, PSNR, SSIM), mean +/- standard deviation over the volumes.",
         f"CS-TV: lambda {FLAGS.cs_lambda:g}, {FLAGS.cs_iterations} iterations. Seconds per "
-        "slice: time in the method after its first batch, on "
+        "slice: time in the method in steady state (after a warm-up call), on "
         f"{os.cpu_count()} CPU cores; zero-filled is the shared input.",
         "",
     ]

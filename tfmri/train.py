@@ -57,8 +57,8 @@ def _check_flags():
             f"--train_split={FLAGS.train_split}: it has no targets (a test split); "
             "train on a split with reconstructions"
         )
-    train_slices = sum(train_entry["shard_slices"])
-    return train_slices, sum(val_entry["shard_slices"]), len(train_entry["shards"])
+    shard_slices = list(train_entry["shard_slices"])
+    return sum(shard_slices), sum(val_entry["shard_slices"]), shard_slices
 
 
 OFF = tf.data.experimental.AutoShardPolicy.OFF
@@ -193,11 +193,18 @@ def train():
     spec = config.mask_spec()
     model_config = config.model_config()
     task = runtime.cluster_task() if FLAGS.strategy == "multi_worker" else runtime.Task()
-    if task.num_workers > train_shards:
+    if task.num_workers > len(train_shards):
         raise UserError(
-            f"--data_dir={FLAGS.data_dir}: split {FLAGS.train_split} has {train_shards} shard(s) "
-            f"for {task.num_workers} workers, which share the training data by file; convert "
-            f"again with --num_shards={task.num_workers} or more"
+            f"--data_dir={FLAGS.data_dir}: split {FLAGS.train_split} has {len(train_shards)} "
+            f"shard(s) for {task.num_workers} workers, which share the training data by file; "
+            f"convert again with --num_shards={task.num_workers} or more"
+        )
+    mine = sum(train_shards[task.index :: task.num_workers])
+    if mine < FLAGS.batch_size:
+        raise UserError(
+            f"--batch_size={FLAGS.batch_size}: worker {task.index}'s shards of "
+            f"{FLAGS.train_split} hold {mine} slices, fewer than one global batch; use a "
+            "smaller batch or fewer, larger shards"
         )
     strategy = runtime.configure(
         FLAGS.num_cpu_devices, FLAGS.strategy, FLAGS.precision, FLAGS.deterministic
@@ -282,6 +289,15 @@ def train():
     while int(state.epoch) < total_epochs:
         epoch = int(state.epoch)
         done = int(state.step_in_epoch)
+        if done >= steps_per_epoch:
+            # Killed between the epoch's last step (checkpointed by --checkpoint_every_steps)
+            # and its end: the epoch's steps are all done; fit(steps_per_epoch=0) would
+            # run forever on the repeated data. Its validation is skipped.
+            logging.info("epoch %d: all %d steps were done before the restart", epoch + 1, done)
+            state.epoch.assign_add(1)
+            state.step_in_epoch.assign(0)
+            checkpointer.save()
+            continue
         # The data order and training masks of an epoch depend on the seed and the epoch
         # only, so that a resumed epoch sees the batches the killed run would have seen.
         training = pipeline.make_dataset(
@@ -292,7 +308,11 @@ def train():
         )
         # repeat(): Keras warns when a dataset ends exactly at steps_per_epoch.
         # Already split by file for this worker (pipeline.PipelineOptions.file_shard).
-        training = training.map(_model_inputs).skip(done).repeat().with_options(_sharding(OFF))
+        # With N workers, the strategy splits each global batch of a worker's dataset
+        # over N steps, so `done` steps consumed done // N of its batches (exactly the
+        # killed run's position on one worker; within a batch with several).
+        training = training.map(_model_inputs).repeat().skip(done // task.num_workers)
+        training = training.with_options(_sharding(OFF))
         started = time.monotonic()
         resumed = f", resumed at step {done}" if done else ""
         print(f"epoch {epoch + 1}/{total_epochs}{resumed}", flush=True)

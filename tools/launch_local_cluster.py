@@ -31,7 +31,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_workers", 2, "Worker processes to start.", lower_bound=1)
 flags.DEFINE_string("module", "tfmri.train", "The Python module each worker runs.")
 flags.DEFINE_float(
-    "grace_seconds", 10.0, "After a failure, how long the others get to stop before SIGKILL."
+    "grace_seconds", 5.0, "After a failure, how long the others get to stop before SIGKILL."
 )
 
 
@@ -54,6 +54,21 @@ def tf_config(addresses, index):
     return json.dumps(
         {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
     )
+
+
+def _die_with_parent():
+    """In a worker, before exec: get SIGKILL when the launcher dies (Linux), so that a
+    launcher killed from outside leaves no worker blocked in a collective."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _stream(index, process, lock):
@@ -79,6 +94,8 @@ def describe(returncode):
 
 
 def stop(processes, grace_seconds):
+    """SIGTERM, then SIGKILL after ``grace_seconds`` (a worker blocked in a collective
+    with a dead peer does not stop on SIGTERM)."""
     for process in processes:
         if process.poll() is None:
             process.terminate()
@@ -92,7 +109,7 @@ def stop(processes, grace_seconds):
             process.wait()
 
 
-def launch(num_workers, module, args, grace_seconds=10.0):
+def launch(num_workers, module, args, grace_seconds=5.0):
     """Runs the cluster; returns the exit status (0, or the first failing worker's)."""
     addresses = [f"127.0.0.1:{port}" for port in free_ports(num_workers)]
     lock = threading.Lock()
@@ -105,6 +122,7 @@ def launch(num_workers, module, args, grace_seconds=10.0):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         processes.append(process)
         print(f"[launcher] worker {index} at {addresses[index]}, pid {process.pid}", flush=True)
@@ -112,6 +130,8 @@ def launch(num_workers, module, args, grace_seconds=10.0):
         thread.start()
         threads.append(thread)
     status = 0
+    # `kill <launcher>` stops the cluster as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             codes = [process.poll() for process in processes]

@@ -235,7 +235,7 @@ def measured_hybrid(kspace, mask, crop_size):
 
 # The measured rows gather a data-dependent number of columns, which XLA cannot
 # compile; the solver has static shapes and runs about 1.5x faster compiled.
-_measured_graph = tf.function(measured_hybrid, reduce_retracing=True)
+_measured_graph = tf.function(measured_hybrid)
 _solver_xla = tf.function(reconstruct_hybrid, jit_compile=True)
 
 
