@@ -94,6 +94,19 @@ def test_training_draws_fresh_masks_every_epoch(singlecoil_records):
     assert differing == len(first)
 
 
+def test_file_shards_split_the_training_slices_between_workers(singlecoil_records):
+    def slices(file_shard):
+        options = pipeline.PipelineOptions(SPEC, batch_size=1, file_shard=file_shard)
+        dataset = pipeline.make_dataset(singlecoil_records, "singlecoil_train", options, True)
+        return [(i["volume"].numpy().decode(), int(i["slice_index"])) for i, _ in dataset.unbatch()]
+
+    everything, first, second = slices((1, 0)), slices((2, 0)), slices((2, 1))
+    assert first and second and not set(first) & set(second)
+    assert sorted(first + second) == sorted(everything) and len(everything) == 9
+    with pytest.raises(pipeline.DataError, match="2 shard file.s. for 3 workers"):
+        slices((3, 0))
+
+
 def test_test_split_uses_the_files_own_mask_and_has_no_target(singlecoil_raw, singlecoil_records):
     volumes = _volumes(singlecoil_raw, "singlecoil_test")
     dataset = pipeline.make_dataset(singlecoil_records, "singlecoil_test", OPTIONS, training=False)

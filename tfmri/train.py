@@ -61,14 +61,11 @@ def _check_flags():
     return sum(shard_slices), sum(val_entry["shard_slices"]), shard_slices
 
 
-OFF = tf.data.experimental.AutoShardPolicy.OFF
-
-
-def _sharding(policy):
-    """Dataset options: how a multi-worker strategy splits the dataset over workers
-    (OFF: tfmri splits the training files itself, and validation is not split)."""
+def _no_auto_sharding():
+    """Dataset options: a multi-worker strategy must not split the dataset itself
+    (tfmri splits the training files per worker, and validation is not split)."""
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = policy
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return options
 
 
@@ -200,7 +197,7 @@ def train():
             f"convert again with --num_shards={task.num_workers} or more"
         )
     mine = sum(train_shards[task.index :: task.num_workers])
-    if mine < FLAGS.batch_size:
+    if task.num_workers > 1 and mine < FLAGS.batch_size:
         raise UserError(
             f"--batch_size={FLAGS.batch_size}: worker {task.index}'s shards of "
             f"{FLAGS.train_split} hold {mine} slices, fewer than one global batch; use a "
@@ -283,7 +280,7 @@ def train():
     logger = Logger(state, checkpointer, log_dir, images)
     # Every worker evaluates the whole validation split (the means are then the same on
     # all, and so is their average).
-    validation = validation.map(_model_inputs).with_options(_sharding(OFF))
+    validation = validation.map(_model_inputs).with_options(_no_auto_sharding())
 
     history = {}
     while int(state.epoch) < total_epochs:
@@ -312,7 +309,7 @@ def train():
         # over N steps, so `done` steps consumed done // N of its batches (exactly the
         # killed run's position on one worker; within a batch with several).
         training = training.map(_model_inputs).repeat().skip(done // task.num_workers)
-        training = training.with_options(_sharding(OFF))
+        training = training.with_options(_no_auto_sharding())
         started = time.monotonic()
         resumed = f", resumed at step {done}" if done else ""
         print(f"epoch {epoch + 1}/{total_epochs}{resumed}", flush=True)

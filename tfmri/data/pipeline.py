@@ -209,7 +209,7 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             f"{data_dir}: split {split!r} is multi-coil; data consistency supports "
             "single-coil data only"
         )
-    consistency = options.data_consistency or options.measured
+    with_measured = options.data_consistency or options.measured
     crop_size = options.crop_size
     spec = options.mask
 
@@ -240,7 +240,7 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             features = schema.parse_slice(serialized, kspace_rank)
             width = tf.shape(features["kspace"])[-1]
             mask, _ = masks.sample_mask(spec, width, mask_seed)
-            return _prepare(features, mask, crop_size, has_target, consistency)
+            return _prepare(features, mask, crop_size, has_target, with_measured)
 
         dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=False)
     else:
@@ -255,11 +255,11 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             else:
                 width = tf.shape(features["kspace"])[-1]
                 mask = fixed_volume_mask(spec, features["volume"], width)
-            return _prepare(features, mask, crop_size, has_target, consistency)
+            return _prepare(features, mask, crop_size, has_target, with_measured)
 
         dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=True)
     widths = entry["statistics"]["kspace_shapes"]
-    if not consistency or len(widths) == 1:
+    if not with_measured or len(widths) == 1:
         dataset = dataset.batch(options.batch_size, drop_remainder=options.drop_remainder)
     elif training:
         # The measured data keep the k-space width, which differs between volumes: a
