@@ -128,6 +128,15 @@ def restore_weights(model, checkpoint_path):
     return checkpoint_path
 
 
+def load_model(model_dir, checkpoint_path=None):
+    """(Pix2Pix rebuilt from ``model_dir``'s model.json with the weights of the checkpoint,
+    the checkpoint path); by default the newest checkpoint in ``model_dir``."""
+    from tfmri.models import pix2pix
+
+    model = pix2pix.Pix2Pix.from_config(read_model_config(model_dir))
+    return model, restore_weights(model, checkpoint_path or model_dir)
+
+
 def write_model_config(model_dir, model):
     fileio.write_json(os.path.join(model_dir, MODEL_CONFIG), model.get_config())
 

@@ -26,7 +26,6 @@ import numpy as np  # noqa: E402
 from tfmri import checkpoints, config, fileio, metrics, runtime, visualize, volumes  # noqa: E402
 from tfmri.data import pipeline  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
-from tfmri.models import pix2pix  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -42,8 +41,7 @@ flags.DEFINE_integer("num_figure_volumes", 4, "Volumes shown in examples.png.")
 def evaluate(model_dir, checkpoint, output_dir):
     """Evaluates; writes the results; returns (rows, summary, checkpoint path)."""
     _, entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)  # before any work
-    model = pix2pix.Pix2Pix.from_config(checkpoints.read_model_config(model_dir))
-    checkpoint = checkpoints.restore_weights(model, checkpoint or model_dir)
+    model, checkpoint = checkpoints.load_model(model_dir, checkpoint)
     options = pipeline.PipelineOptions(
         config.mask_spec(),
         batch_size=FLAGS.batch_size,

@@ -126,8 +126,7 @@ def next_version(model_root) -> int:
 
 def export(model_dir, checkpoint, export_dir, model_name, version=None):
     """Writes the SavedModel; returns (its directory, the checkpoint exported)."""
-    model = pix2pix.Pix2Pix.from_config(checkpoints.read_model_config(model_dir))
-    checkpoint = checkpoints.restore_weights(model, checkpoint or model_dir)
+    model, checkpoint = checkpoints.load_model(model_dir, checkpoint)
     model_root = os.path.join(export_dir, model_name)
     version = next_version(model_root) if version is None else version
     target = os.path.join(model_root, str(version))

@@ -40,9 +40,8 @@ import tensorflow as tf  # noqa: E402
 
 from tfmri import checkpoints, config, fileio, metrics, runtime, volumes  # noqa: E402, F401
 from tfmri.baselines import cs_tv  # noqa: E402
-from tfmri.data import masks, pipeline, transforms  # noqa: E402
+from tfmri.data import masks, pipeline  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
-from tfmri.models import pix2pix  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -108,8 +107,7 @@ class Run:
         self.label = f"{self.method} {self.acceleration}x ({self.model_dir})"
 
     def load(self):
-        model = pix2pix.Pix2Pix.from_config(self.config)
-        self.checkpoint = checkpoints.restore_weights(model, self.path)
+        model, self.checkpoint = checkpoints.load_model(self.model_dir, self.path)
         return model
 
 
@@ -181,16 +179,13 @@ def _dataset(spec, measured=False, data_consistency=False):
 
 def cs_predictor(options, crop_size):
     """predict(inputs) -> CS-TV reconstructions [B, S, S] from the measured hybrid data."""
-    solve = tf.function(
-        lambda measured, mask: cs_tv.reconstruct_hybrid(measured, mask, options, crop_size),
-        jit_compile=True,
+    return lambda inputs: cs_tv.reconstruct_hybrid_xla(
+        inputs["measured"], inputs["mask"], options, crop_size
     )
-    return lambda inputs: solve(inputs["measured"], inputs["mask"])
 
 
 def _zero_filled_of(inputs):
-    mean, std = inputs["mean"][:, None, None], inputs["std"][:, None, None]
-    return transforms.denormalize(inputs["zero_filled"][..., 0], mean, std)
+    return volumes.denormalized(inputs["zero_filled"], inputs)
 
 
 def evaluate_method(name, predict, dataset, rows, examples, bar):

@@ -282,6 +282,11 @@ def train():
     # all, and so is their average).
     validation = validation.map(_model_inputs).with_options(_no_auto_sharding())
 
+    def close_epoch():
+        state.epoch.assign_add(1)
+        state.step_in_epoch.assign(0)
+        checkpointer.save()
+
     history = {}
     while int(state.epoch) < total_epochs:
         epoch = int(state.epoch)
@@ -291,9 +296,7 @@ def train():
             # and its end: the epoch's steps are all done; fit(steps_per_epoch=0) would
             # run forever on the repeated data. Its validation is skipped.
             logging.info("epoch %d: all %d steps were done before the restart", epoch + 1, done)
-            state.epoch.assign_add(1)
-            state.step_in_epoch.assign(0)
-            checkpointer.save()
+            close_epoch()
             continue
         # The data order and training masks of an epoch depend on the seed and the epoch
         # only, so that a resumed epoch sees the batches the killed run would have seen.
@@ -333,9 +336,7 @@ def train():
                 f"non-finite loss ({named}) at {where}; stopped. The last good checkpoint "
                 f"({latest}) is kept; lower --learning_rate or check the data"
             )
-        state.epoch.assign_add(1)
-        state.step_in_epoch.assign(0)
-        checkpointer.save()
+        close_epoch()
         history = {name: values[-1] for name, values in result.history.items()}
         logging.info("epoch %d done in %.1f s", epoch + 1, time.monotonic() - started)
     return history

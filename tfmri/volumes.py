@@ -16,16 +16,20 @@ import tensorflow as tf
 from tfmri.data import transforms
 
 
+def denormalized(images, inputs):
+    """float32 [B, S, S]: normalised images [B, S, S, 1] in the batch's intensity scale."""
+    mean = inputs["mean"][:, None, None]
+    std = inputs["std"][:, None, None]
+    return transforms.denormalize(tf.cast(images[..., 0], tf.float32), mean, std)
+
+
 def model_predictor(model):
     """predict(inputs) -> de-normalised float32 [B, S, S] reconstructions of the model."""
     run = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
     keys = ("zero_filled", "mean", "std", "measured", "mask")
 
     def predict(inputs):
-        prediction = run({key: inputs[key] for key in keys if key in inputs})
-        mean = inputs["mean"][:, None, None]
-        std = inputs["std"][:, None, None]
-        return transforms.denormalize(tf.cast(prediction[..., 0], tf.float32), mean, std)
+        return denormalized(run({key: inputs[key] for key in keys if key in inputs}), inputs)
 
     return predict
 
@@ -61,12 +65,10 @@ def reconstruct_volumes(predict, dataset):
     current, parts = None, collections.defaultdict(list)
     names = ("zero_filled", "reconstruction", "target")
     for inputs, target in dataset:
-        mean = inputs["mean"][:, None, None]
-        std = inputs["std"][:, None, None]
         images = {
-            "zero_filled": transforms.denormalize(inputs["zero_filled"][..., 0], mean, std),
+            "zero_filled": denormalized(inputs["zero_filled"], inputs),
             "reconstruction": np.asarray(predict(inputs)),
-            "target": transforms.denormalize(target[..., 0], mean, std),
+            "target": denormalized(target, inputs),
         }
         for index, name in enumerate(inputs["volume"].numpy()):
             name = name.decode()

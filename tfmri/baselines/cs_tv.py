@@ -236,7 +236,8 @@ def measured_hybrid(kspace, mask, crop_size):
 # The measured rows gather a data-dependent number of columns, which XLA cannot
 # compile; the solver has static shapes and runs about 1.5x faster compiled.
 _measured_graph = tf.function(measured_hybrid)
-_solver_xla = tf.function(reconstruct_hybrid, jit_compile=True)
+# reconstruct_hybrid compiled with XLA (once per shape and options; `record` unsupported).
+reconstruct_hybrid_xla = tf.function(reconstruct_hybrid, jit_compile=True)
 
 
 def reconstruct(kspace, mask, options=CsTvOptions(), crop_size=320):
@@ -256,4 +257,4 @@ def reconstruct(kspace, mask, options=CsTvOptions(), crop_size=320):
     kspace = tf.convert_to_tensor(kspace, tf.complex64)
     mask = tf.convert_to_tensor(mask, tf.float32)
     measured = _measured_graph(kspace, mask, crop_size)
-    return _solver_xla(measured, mask, options, crop_size)
+    return reconstruct_hybrid_xla(measured, mask, options, crop_size)
