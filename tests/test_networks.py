@@ -1,5 +1,6 @@
 """Shapes and receptive fields of the pix2pix networks."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -65,3 +66,34 @@ def test_pixelgan_sees_one_pixel():
     model = networks.pixel_discriminator(64, base_filters=4, norm="none")
     assert model([tf.zeros([1, 64, 64, 1])] * 2).shape == (1, 64, 64, 1)
     assert _field_along_width(model, 64, 2) == 1
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 2, 2, 4), (1, 1, 1, 2)])
+def test_fused_batch_norm_trains_like_keras_batch_norm(policy, shape):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        layers = [keras.layers.BatchNormalization(), networks.FusedBatchNormalization()]
+        for layer in layers:
+            layer.build(shape)
+            layer.gamma.assign(np.linspace(0.5, 1.5, shape[-1]))
+            layer.beta.assign(np.linspace(-1, 1, shape[-1]))
+            layer.moving_variance.assign(np.full(shape[-1], 2.0))
+        x = tf.constant(np.random.default_rng(0).standard_normal(shape) * 3 + 1, tf.float32)
+        weights = tf.constant(np.random.default_rng(1).standard_normal(shape), tf.float32)
+        results = []
+        for layer in layers:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+            grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+            stats = [layer.moving_mean, layer.moving_variance]
+            results.append((y, *grads, *stats, layer(x, training=False)))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert results[1][0].dtype == results[0][0].dtype
+    tolerance = 1e-4 if policy == "float32" else 2e-2
+    for fused, plain in zip(results[1], results[0]):
+        fused, plain = tf.cast(fused, tf.float32).numpy(), tf.cast(plain, tf.float32).numpy()
+        np.testing.assert_allclose(fused, plain, atol=tolerance, rtol=tolerance)

@@ -9,10 +9,15 @@ import keras
 import tensorflow as tf
 
 from tfmri.data import transforms
+from tfmri.models import matmul_conv
 
 NORMS = ("batch", "instance", "none")
 OUTPUT_ACTIVATIONS = ("linear", "tanh")
 MAX_FILTERS = 512  # pix2pix caps the filters at 8 x 64
+# U-Net convolutions whose (down) output or (up) input is at most this many pixels on a
+# side run as matrix products (tfmri.models.matmul_conv): 8 x 8 and below, where the
+# kernels are large and the maps small.
+MATMUL_MAX_SIDE = 8
 
 
 def max_depth(size: int) -> int:
@@ -30,12 +35,66 @@ def _normalize(x, kind, name):
         # With several replicas, statistics over the global batch; the synchronised
         # layer is slower, so only then.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        return keras.layers.BatchNormalization(synchronized=replicas > 1, name=name)(x)
+        return FusedBatchNormalization(synchronized=replicas > 1, name=name)(x)
     if kind == "instance":
         return keras.layers.GroupNormalization(groups=-1, name=name)(x)
     if kind == "none":
         return x
     raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
+
+
+@keras.saving.register_keras_serializable(package="tfmri")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras's ``BatchNormalization``, trained with TensorFlow's fused kernel.
+
+    Keras 3 computes the training-mode statistics and normalisation as about a dozen
+    separate ops, forward and backward; ``FusedBatchNormV3`` does each direction in
+    one (oneDNN on CPU). Same variables, outputs and moving statistics as the Keras
+    layer (the fused kernel's moving variance is Bessel-corrected; that is undone to
+    keep Keras's). Synchronised (multi-replica), masked or non-4D calls, and
+    inference, go through the Keras layer.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        fused = (
+            training
+            and self.trainable
+            and not self.synchronized
+            and mask is None
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3, [3], [-1])
+            and self.scale
+            and self.center
+        )
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+        bessel = count / tf.maximum(count - 1.0, 1.0)
+        outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=tf.cast(inputs, tf.float32),  # in float32 under mixed precision, as Keras
+            scale=self.gamma,
+            offset=self.beta,
+            mean=self.moving_mean,
+            variance=self.moving_variance * bessel,
+            epsilon=self.epsilon,
+            exponential_avg_factor=1.0 - self.momentum,
+            data_format="NHWC",
+            is_training=True,
+        )
+        self.moving_mean.assign(mean)
+        self.moving_variance.assign(variance / bessel)
+        return tf.cast(outputs, self.compute_dtype)
+
+
+def _conv_layers(image_size, level):
+    """The (down, up) convolution layer classes of U-Net level ``level``.
+
+    The down convolution maps side ``image_size >> level`` to half that and the up
+    (transposed) one maps it back; on small maps both run as matrix products.
+    """
+    if image_size >> (level + 1) <= MATMUL_MAX_SIDE:
+        return matmul_conv.MatmulConv2D, matmul_conv.MatmulConv2DTranspose
+    return keras.layers.Conv2D, keras.layers.Conv2DTranspose
 
 
 def _filters(base_filters, level):
@@ -88,7 +147,7 @@ def unet_generator(
     for level in range(depth):
         if level > 0:
             x = keras.layers.LeakyReLU(0.2, name=f"down{level}_act")(x)
-        x = keras.layers.Conv2D(
+        x = _conv_layers(image_size, level)[0](
             _filters(base_filters, level),
             4,
             strides=2,
@@ -102,7 +161,7 @@ def unet_generator(
 
     for level in reversed(range(depth - 1)):
         x = keras.layers.ReLU(name=f"up{level}_act")(x)
-        x = keras.layers.Conv2DTranspose(
+        x = _conv_layers(image_size, level)[1](
             _filters(base_filters, level),
             4,
             strides=2,
