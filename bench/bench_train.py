@@ -1,6 +1,6 @@
 """Training throughput of the pix2pix train_step on CPU.
 
-  python bench/bench_train.py [--steps=10]
+  python bench/bench_train.py [--steps=20] [--repeats=1] [--only=reference]
 
 Each case runs in its own process (the CPU split and the precision policy are set
 before TensorFlow starts) on random 1-channel batches held in memory, so that only
@@ -15,10 +15,17 @@ the model is timed:
   norm, dropout 0.5) + 70 x 70 PatchGAN, 256 x 256, batch 1, float32, in
   iterations/s, next to the PyTorch reference implementation's 1.18 it/s on these
   2-core machines (target: 1.5 x that).
+
+Steps are timed one by one (a callback reads each step's logs, as the progress bar
+of tfmri.train does) and the median is reported: a fit() call's start and end (its
+iterator's teardown took up to 5 s here) are not training steps. The minor page
+faults per step are printed too (tfmri.runtime.keep_freed_memory).
 """
 
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -28,7 +35,11 @@ from absl import flags
 from tfmri import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("steps", 10, "Timed steps per case (after 3 warm-up steps).")
+flags.DEFINE_integer("steps", 20, "Timed steps per case (after 3 warm-up steps).")
+flags.DEFINE_integer(
+    "repeats", 1, "Runs of each case (fresh processes); the figures are over the runs' medians."
+)
+flags.DEFINE_multi_string("only", None, "Run only the cases whose name starts with this.")
 flags.DEFINE_string("case", None, "Internal: run one case in this process and print JSON.")
 
 PYTORCH_REFERENCE_IT_S = 1.18
@@ -105,10 +116,35 @@ def run_case(name):
     fixed.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     data = data.with_options(fixed)
     model.fit(data, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False)  # trace, warm up
-    started = time.monotonic()
-    model.fit(data, epochs=1, steps_per_epoch=FLAGS.steps, verbose=0, shuffle=False)
-    seconds = (time.monotonic() - started) / FLAGS.steps
-    print(json.dumps({"case": name, "seconds_per_step": seconds, "batch": batch}))
+    clock = step_clock()
+    model.fit(data, epochs=1, steps_per_epoch=FLAGS.steps + 1, verbose=0, callbacks=[clock])
+    print(json.dumps({"case": name, **clock.summary(), "batch": batch}))
+
+
+def step_clock():
+    """A Keras callback that times each step from the end of the one before."""
+    import keras
+
+    class StepClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends, self.faults = [], []
+
+        def on_train_batch_end(self, batch, logs=None):
+            float(next(iter(logs.values())))  # waits for the step to finish
+            self.ends.append(time.monotonic())
+            self.faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+        def summary(self):
+            steps = [end - start for start, end in zip(self.ends, self.ends[1:])]
+            return {
+                "seconds_per_step": statistics.median(steps),
+                "fastest": min(steps),
+                "slowest": max(steps),
+                "faults_per_step": (self.faults[-1] - self.faults[0]) / len(steps),
+            }
+
+    return StepClock()
 
 
 def run_workers(command, env, count):
@@ -138,34 +174,57 @@ def main(argv):
     if FLAGS.case:
         run_case(FLAGS.case)
         return
-    results = {}
-    for name in CASES:
-        command = [sys.executable, __file__, f"--case={name}", f"--steps={FLAGS.steps}"]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        if CASES[name][3] == WORKERS:
-            stdout = run_workers(command, env, 2)
-        else:
-            output = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
-            stdout = output.stdout
-        results[name] = json.loads(stdout.strip().splitlines()[-1])
-        print(f"  {name}: {results[name]['seconds_per_step']:.3f} s/step", flush=True)
+    if FLAGS.repeats < 1:
+        cli.fail(f"--repeats={FLAGS.repeats}: use 1 or more")
+    names = [n for n in CASES if not FLAGS.only or any(n.startswith(o) for o in FLAGS.only)]
+    if not names:
+        cli.fail(f"--only={FLAGS.only} matches no case; cases: {', '.join(CASES)}")
+    runs = {name: [] for name in names}
+    for _ in range(FLAGS.repeats):
+        for name in names:
+            result = run_in_process(name)
+            runs[name].append(result)
+            print(
+                f"  {name}: median {result['seconds_per_step']:.3f} s/step "
+                f"({result['fastest']:.3f}-{result['slowest']:.3f}), "
+                f"{result['faults_per_step']:.0f} page faults/step",
+                flush=True,
+            )
 
-    print(f"\ntraining throughput, {FLAGS.steps} timed steps per case, 2 CPU cores")
+    print(
+        f"\ntraining throughput, median of {FLAGS.steps} timed steps per case "
+        f"({FLAGS.repeats} run(s): median of the runs [slowest-fastest run]), 2 CPU cores"
+    )
     baseline = None
-    for name, result in results.items():
-        slices = result["batch"] / result["seconds_per_step"]
+    for name, results in runs.items():
+        seconds = sorted(result["seconds_per_step"] for result in results)
+        middle, slow, fast = statistics.median(seconds), seconds[-1], seconds[0]
+        batch = results[0]["batch"]
         if name.startswith("demo"):
-            baseline = baseline or slices
+            baseline = baseline or batch / middle
             print(
-                f"{name:<36}{slices:8.1f} slices/s  ({slices / baseline:.2f} x float32, 1 replica)"
+                f"{name:<36}{batch / middle:8.1f} slices/s [{batch / slow:.1f}-{batch / fast:.1f}]"
+                f"  ({batch / middle / baseline:.2f} x float32, 1 replica)"
             )
         else:
-            iterations = 1.0 / result["seconds_per_step"]
+            ratio = PYTORCH_REFERENCE_IT_S
             print(
-                f"{name:<36}{iterations:8.2f} it/s      "
-                f"({iterations / PYTORCH_REFERENCE_IT_S:.2f} x PyTorch's {PYTORCH_REFERENCE_IT_S} it/s;"
-                " target 1.5 x)"
+                f"{name:<36}{1 / middle:8.2f} it/s [{1 / slow:.2f}-{1 / fast:.2f}]"
+                f"  ({1 / middle / ratio:.2f} x [{1 / slow / ratio:.2f}-{1 / fast / ratio:.2f}]"
+                f" PyTorch's {ratio} it/s; target 1.5 x)"
             )
+
+
+def run_in_process(name):
+    """Runs case ``name`` in a fresh process (2 for the worker case); returns its JSON."""
+    command = [sys.executable, __file__, f"--case={name}", f"--steps={FLAGS.steps}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if CASES[name][3] == WORKERS:
+        stdout = run_workers(command, env, 2)
+    else:
+        output = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+        stdout = output.stdout
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
