@@ -101,6 +101,18 @@ def test_layers_load_plain_layer_weights_and_agree():
     assert _close(ours_t(small), plain_t(small))
 
 
+def test_generator_traces_with_an_unknown_batch_size():
+    # As an exported serving signature traces it: [None, S, S, 1].
+    model = networks.unet_generator(32, 4, 4, 0.0, "batch")
+    assert any(isinstance(layer, matmul_conv.MatmulConv2DTranspose) for layer in model.layers)
+    serve = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec([None, 32, 32, 1], tf.float32)],
+    )
+    images = _random([3, 32, 32, 1], 14)
+    assert _close(serve(images), model(images, training=False))
+
+
 def test_layers_refuse_other_convolutions():
     with pytest.raises(ValueError, match="4 x 4, stride-2"):
         matmul_conv.MatmulConv2D(4, 3, strides=2, padding="same")

@@ -94,7 +94,7 @@ def conv_transpose(x, kernel):
     flat = tf.reshape(x, [-1, kernel.shape[3]])
     kernel = tf.reshape(tf.convert_to_tensor(kernel), [-1, kernel.shape[3]])
     patches = _times_transposed(flat, kernel)
-    return col2im(tf.reshape(patches, [shape[0], shape[1], shape[2], -1]))
+    return col2im(tf.reshape(patches, [shape[0], shape[1], shape[2], kernel.shape[0]]))
 
 
 # The products below keep the large operand (the kernel, or the patches' gradient)
