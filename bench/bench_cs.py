@@ -113,10 +113,12 @@ def tfmri_reconstruct(volumes, options):
     def inputs(kspace, mask):
         return tf.constant(kspace), tf.constant(np.tile(mask, (len(kspace), 1)), tf.float32)
 
+    first_of_shape = {}  # one volume per k-space shape: XLA compiles once per shape
+    for _, kspace, mask, _ in volumes:
+        first_of_shape.setdefault((kspace.shape, len(mask)), (kspace, mask))
     start = time.perf_counter()
-    for shape in {(kspace.shape, len(mask)): None for _, kspace, mask, _ in volumes}:
-        index = [(k.shape, len(m)) for _, k, m, _ in volumes].index(shape)
-        run(*inputs(volumes[index][1], volumes[index][2])).numpy()
+    for kspace, mask in first_of_shape.values():
+        run(*inputs(kspace, mask)).numpy()
     compile_seconds = time.perf_counter() - start
     images, seconds = [], 0.0
     for _, kspace, mask, _ in volumes:

@@ -21,8 +21,8 @@ first volumes by every method, with 5 x error maps) and ``training_curves.png``
 from its TensorBoard event files).
 
 Seconds per slice are the time spent in the method per slice in steady state (the
-first batch, which traces and compiles, is run once more untimed first); the input pipeline (reading, FFT, zero-filled image) is
-shared by all methods and not counted.
+first batch, which traces and compiles, is run once more untimed first); the input
+pipeline (reading, FFT, zero-filled image) is shared by all methods and not counted.
 """
 
 import glob
@@ -130,7 +130,8 @@ def settings():
 
 
 def check_flags():
-    """Validates the report's flags before any work; returns (settings, runs)."""
+    """Validates the report's flags before any work; returns (settings, runs, the
+    validation split's manifest entry)."""
     if not FLAGS.data_dir or not os.path.isdir(FLAGS.data_dir):
         raise UserError(f"--data_dir={FLAGS.data_dir}: no such directory (converted TFRecords)")
     unknown = [method for method in FLAGS.methods if method not in METHODS]
@@ -162,8 +163,8 @@ def check_flags():
                 f"--methods has {method} but --checkpoints has no {method} run; train one "
                 "(tfmri.train) and add its --model_dir, or leave it out of --methods"
             )
-    pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
-    return pairs, runs
+    _, entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
+    return pairs, runs, entry
 
 
 def _dataset(spec, measured=False, data_consistency=False):
@@ -292,15 +293,15 @@ def _save(figure, path):
 def examples_figure(examples, acceleration, path):
     """Rows of slices, columns target and every method, each with a 5 x error map below."""
     pyplot = _pyplot()
-    volumes = list(examples)[: max(FLAGS.num_example_volumes, 1)]
-    columns = ["target"] + [m for m in METHODS if m in examples[volumes[0]]]
+    shown = list(examples)[: max(FLAGS.num_example_volumes, 1)]
+    columns = ["target"] + [m for m in METHODS if m in examples[shown[0]]]
     figure, axes = pyplot.subplots(
-        2 * len(volumes),
+        2 * len(shown),
         len(columns),
-        figsize=(2.2 * len(columns), 4.4 * len(volumes)),
+        figsize=(2.2 * len(columns), 4.4 * len(shown)),
         squeeze=False,
     )
-    for row, volume in enumerate(volumes):
+    for row, volume in enumerate(shown):
         images = examples[volume]
         target = images["target"]
         scale = float(target.max()) or 1.0
@@ -365,8 +366,7 @@ def curves_figure(runs, path):
 
 def report(output_dir):
     """Evaluates everything the flags ask for; writes the report; returns its JSON."""
-    pairs, runs = check_flags()
-    _, entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
+    pairs, runs, entry = check_flags()
     num_volumes = entry["statistics"]["num_volumes"]
     passes = sum(1 + sum(run.acceleration == a for run in runs) for a, _ in pairs)
     bar = ProgressBar(passes * num_volumes, "volume passes")
