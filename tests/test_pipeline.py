@@ -1,3 +1,4 @@
+import dataclasses
 import glob
 import json
 import os
@@ -79,16 +80,17 @@ def test_evaluation_order_and_masks_are_identical_on_every_pass(singlecoil_recor
         assert [s for n, s in order if n == name] == sorted(s for n, s in order if n == name)
 
 
-def test_training_draws_fresh_masks_every_epoch(singlecoil_records):
-    dataset = pipeline.make_dataset(singlecoil_records, "singlecoil_train", OPTIONS, training=True)
-
-    def epoch():
+def test_training_draws_fresh_masks_for_every_seed(singlecoil_records):
+    # tfmri.train builds each epoch's dataset with a seed of its own.
+    def epoch(seed):
+        options = dataclasses.replace(OPTIONS, seed=seed)
+        dataset = pipeline.make_dataset(singlecoil_records, "singlecoil_train", options, True)
         return {
             (i["volume"].numpy().decode(), int(i["slice_index"])): i["zero_filled"].numpy()
             for i, _ in _unbatch(dataset)
         }
 
-    first, second = epoch(), epoch()
+    first, second = epoch(1), epoch(2)
     assert first.keys() == second.keys() and len(first) == 9
     differing = sum(not np.array_equal(first[k], second[k]) for k in first)
     assert differing == len(first)
@@ -166,3 +168,45 @@ def test_corrupt_record_is_a_data_loss_error(singlecoil_records, tmp_path):
     with pytest.raises(tf.errors.DataLossError):
         for _ in dataset:
             pass
+
+
+def test_one_shard_trains_with_more_parallel_calls_than_shards(singlecoil_raw, tmp_path):
+    # One shard, and fixed parallelism (as tfmri.train sets it) above the shard count.
+    from tfmri.data import convert
+
+    records = str(tmp_path / "records")
+    convert.convert(singlecoil_raw, records, convert.ConvertOptions(num_shards=1, num_workers=1))
+    options = pipeline.PipelineOptions(SPEC, batch_size=2, parallel_calls=4)
+    dataset = pipeline.make_dataset(records, "singlecoil_train", options, training=True)
+    slices = sum(int(inputs["zero_filled"].shape[0]) for inputs, _ in dataset)
+    with open(os.path.join(records, "manifest.json")) as handle:
+        manifest = json.load(handle)
+    assert slices == sum(manifest["splits"]["singlecoil_train"]["shard_slices"])
+
+
+def test_training_order_and_masks_are_a_function_of_the_seed(singlecoil_records):
+    # Parallel reads and maps, yet two passes with the same seed give the same batches,
+    # and each slice's mask follows the slice, not its place in the stream.
+    options = pipeline.PipelineOptions(SPEC, batch_size=1, seed=5, parallel_calls=2)
+
+    def one_pass(opts):
+        dataset = pipeline.make_dataset(singlecoil_records, "singlecoil_train", opts, training=True)
+        return [
+            (
+                inputs["volume"].numpy()[0],
+                int(inputs["slice_index"][0]),
+                inputs["zero_filled"].numpy(),
+            )
+            for inputs, _ in dataset
+        ]
+
+    first, second = one_pass(options), one_pass(options)
+    assert [(v, s) for v, s, _ in first] == [(v, s) for v, s, _ in second]
+    for (_, _, a), (_, _, b) in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    # A different shuffle buffer reorders the slices, but each keeps its mask.
+    reordered = one_pass(dataclasses.replace(options, shuffle_buffer=1))
+    assert [(v, s) for v, s, _ in reordered] != [(v, s) for v, s, _ in first]
+    by_slice = {(v, s): image for v, s, image in first}
+    for volume, index, image in reordered:
+        np.testing.assert_array_equal(image, by_slice[(volume, index)])

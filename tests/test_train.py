@@ -359,3 +359,30 @@ def test_evaluation_bad_flags(trained_run, tmp_path, extra, message):
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: ") and message in last_line
     assert not os.path.exists(output_dir)
+
+
+def test_training_and_evaluation_on_a_one_shard_conversion(singlecoil_raw, tmp_path):
+    # One shard, fewer than the machine's cores: tfmri.train's fixed read parallelism
+    # (the core count) must not exceed the shards.
+    records = str(tmp_path / "records")
+    result = run_tool(
+        "tools/convert_fastmri.py",
+        f"--input_dir={singlecoil_raw}",
+        f"--output_dir={records}",
+        "--num_shards=1",
+        "--num_workers=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(records, "manifest.json")) as handle:
+        splits = json.load(handle)["splits"]
+    assert len(splits["singlecoil_train"]["shards"]) == 1
+    model_dir = str(tmp_path / "run")
+    args = _train_args(records, model_dir, "--epochs=1", "--epochs_decay=0", "--num_images=0")
+    result = run_tool(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _checkpoint_steps(model_dir) == [4]  # 9 slices, batch 2
+    result = run_tool("-m", "tfmri.evaluate", *args[2:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(model_dir, "eval", "metrics.json")) as handle:
+        rows = json.load(handle)["volumes"]
+    assert len(rows) == 2 * splits["singlecoil_val"]["statistics"]["num_volumes"]  # + zero-filled

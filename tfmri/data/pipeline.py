@@ -119,6 +119,13 @@ def fixed_volume_mask(spec, volume, width):
     return mask
 
 
+def record_mask_seed(seed, volume, slice_index):
+    """int64 [2]: the stateless seed of a training slice's mask, a function of the run's
+    ``seed`` (which the training changes every epoch), the volume name and the slice."""
+    volume_hash = tf.strings.to_hash_bucket_fast(volume, 2**62)
+    return tf.stack([volume_hash, tf.cast(slice_index, tf.int64) + 1_000_003 * seed])
+
+
 def zero_filled_image(kspace, mask, crop_size):
     """Magnitude image of undersampled k-space, cropped to ``crop_size`` squared.
 
@@ -187,8 +194,10 @@ def _prepare(features, mask, crop_size, has_target, with_measured=False):
 def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> tf.data.Dataset:
     """The batched, prefetched dataset of one split of converted data.
 
-    Training: shards interleaved in parallel, records shuffled, a fresh random mask per
-    slice; the order and masks change every epoch (reproducibly for ``options.seed``).
+    Training: shards interleaved in parallel, records shuffled, a random mask per slice;
+    the order and the masks are a function of ``options.seed`` alone (each slice's mask
+    of the seed, its volume and its index), whatever the parallelism: ``tfmri.train``
+    gives every epoch a seed of its own.
     Evaluation: shards read in manifest order, slices of a volume contiguous and in
     order, the same fixed mask for every slice of a volume, identical on every pass.
     """
@@ -224,25 +233,27 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             )
         files = files.shard(count, index)
         files = files.shuffle(len(paths), seed=options.seed, reshuffle_each_iteration=True)
+        # Never more parallel reads than files read at once: tf.data refuses that
+        # (a one-shard conversion on a 2-core machine).
+        cycle = min(len(paths[index::count]), 4)
         records = files.interleave(
             lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
-            cycle_length=min(len(paths), 4),
-            num_parallel_calls=parallel,
-            deterministic=False,
+            cycle_length=cycle,
+            num_parallel_calls=parallel if parallel == AUTOTUNE else min(parallel, cycle),
+            deterministic=True,
         )
         records = records.shuffle(options.shuffle_buffer, seed=options.seed)
-        seeds = tf.data.Dataset.random(
-            seed=options.seed + 1_000_003 * index, rerandomize_each_iteration=True
-        )
-        records = tf.data.Dataset.zip(records, seeds.batch(2))
 
-        def prepare(serialized, mask_seed):
+        def prepare(serialized):
             features = schema.parse_slice(serialized, kspace_rank)
             width = tf.shape(features["kspace"])[-1]
-            mask, _ = masks.sample_mask(spec, width, mask_seed)
+            seed = record_mask_seed(options.seed, features["volume"], features["slice_index"])
+            mask, _ = masks.sample_mask(spec, width, seed)
             return _prepare(features, mask, crop_size, has_target, with_measured)
 
-        dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=False)
+        # In order: with the seeded shuffles, an epoch's batches are a function of the
+        # seed alone, so a resumed epoch sees the batches the killed one would have.
+        dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=True)
     else:
         records = tf.data.TFRecordDataset(
             paths, compression_type=compression, num_parallel_reads=None
