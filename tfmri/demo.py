@@ -11,15 +11,23 @@
    with k-space data consistency, into ``<workdir>/<run>_dc``,
 6. writes the comparison report (``tfmri.report``, ``configs/report_demo.cfg``):
    zero-filled, CS-TV, U-Net and pix2pix side by side, at 8x (and 4x), in
-   ``<workdir>/report`` (``report_dc``), and prints its tables.
+   ``<workdir>/report`` (``report_dc``), and prints its tables,
+7. exports the learned model it recommends (the best 8x run on the validation
+   split by SSIM, the figure fastMRI's leaderboard ranks by) for TF Serving, to
+   ``<export_dir>/<model_name>/<version>`` (``savedmodel/demo/1`` by default),
+8. reconstructs the test split through that SavedModel's ``serving_default``
+   signature (``tfmri.reconstruct``) into ``<workdir>/reconstructions``, and prints
+   the commands that serve the model and call it.
 
-Steps 3 to 6 run the same commands a user runs (printed as they start), with
+Steps 3 to 8 run the same commands a user runs (printed as they start), with
 ``--data_dir``, ``--model_dir`` and ``--report_dir`` pointed into ``--workdir``. Every
 step keeps what an earlier run finished, so rerunning is cheap and an interrupted run
-resumes.
+resumes; the export is redone only when the recommended checkpoint changed.
 """
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -29,6 +37,7 @@ from tfmri import cli
 
 cli.quiet_tensorflow()
 
+from tfmri import fileio  # noqa: E402
 from tfmri.data import convert, synthetic  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
@@ -45,10 +54,24 @@ flags.DEFINE_bool(
     "Train every run with --data_consistency, in <workdir>/<run>_dc (the learned methods "
     "then keep the measured k-space, as CS-TV does).",
 )
+flags.DEFINE_string("export_dir", "savedmodel", "Base directory of the exported SavedModels.")
+flags.DEFINE_string(
+    "model_name", "demo", "Name of the exported model: <export_dir>/<model_name>/N."
+)
+flags.DEFINE_multi_string(
+    "train_flag",
+    [],
+    "A flag passed to every training run after its config (repeatable), e.g. "
+    "--train_flag=--epochs=2 for a quicker, weaker run.",
+)
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "configs")
 RUNS_8X = (("pix2pix", "demo.cfg"), ("unet", "demo_unet.cfg"))
 RUNS_4X = (("pix2pix_4x", "demo_4x.cfg"), ("unet_4x", "demo_unet_4x.cfg"))
+MAIN_ACCELERATION = 8
+# Records which checkpoint the last export came from, so a rerun does not export again.
+EXPORT_RECORD = "savedmodel.json"
 
 
 def _step(message):
@@ -56,18 +79,84 @@ def _step(message):
 
 
 def _run(module, flagfile, overrides):
-    command = [sys.executable, "-m", module, f"--flagfile={flagfile}", *overrides]
+    command = [sys.executable, "-m", module, *([f"--flagfile={flagfile}"] if flagfile else [])]
+    command += overrides
     shown = " ".join(["python", *command[1:]])
     _step(shown)
-    result = subprocess.run(command)
+    # From the repository root: configs include each other by paths relative to it.
+    result = subprocess.run(command, cwd=ROOT)
     if result.returncode != 0:
         raise UserError(f"{module} failed (exit {result.returncode}); rerun the demo to resume")
+
+
+def recommended_run(report_dir, runs):
+    """(run name, method, SSIM) of the learned run with the best mean SSIM at 8x."""
+    with open(os.path.join(report_dir, "report.json")) as handle:
+        document = json.load(handle)
+    result = next(r for r in document["results"] if r["acceleration"] == MAIN_ACCELERATION)
+    method_of = {name: method for name, method in runs}
+    scored = [
+        (result["summary"][method]["ssim"]["mean"], name, method)
+        for name, method in method_of.items()
+        if method in result["summary"]
+    ]
+    ssim, name, method = max(scored)
+    return name, method, ssim
+
+
+def latest_checkpoint(model_dir):
+    """The newest checkpoint's prefix, from the ``checkpoint`` file TensorFlow keeps."""
+    with open(os.path.join(model_dir, "checkpoint")) as handle:
+        name = re.search(r'^model_checkpoint_path: "(.*)"', handle.read(), re.M).group(1)
+    return os.path.join(model_dir, os.path.basename(name))
+
+
+def export_recommended(model_dir):
+    """Exports the run's newest checkpoint unless the last export was of it; returns
+    the SavedModel's version directory."""
+    record_path = os.path.join(FLAGS.workdir, EXPORT_RECORD)
+    checkpoint = latest_checkpoint(model_dir)
+    if os.path.exists(record_path):
+        with open(record_path) as handle:
+            record = json.load(handle)
+        if record["checkpoint"] == checkpoint and os.path.isdir(record["saved_model"]):
+            _step(f"{record['saved_model']} is already the export of {checkpoint}")
+            return record["saved_model"]
+    model_root = os.path.join(FLAGS.export_dir, FLAGS.model_name)
+    before = set(os.listdir(model_root)) if os.path.isdir(model_root) else set()
+    overrides = [f"--model_dir={model_dir}", f"--checkpoint={checkpoint}"]
+    overrides += [f"--model_name={FLAGS.model_name}", f"--export_dir={FLAGS.export_dir}"]
+    _run("tfmri.export", os.path.join(model_dir, "flags.cfg"), overrides)
+    (version,) = set(os.listdir(model_root)) - before
+    saved_model = os.path.join(model_root, version)
+    fileio.write_json(record_path, {"checkpoint": checkpoint, "saved_model": saved_model})
+    return saved_model
+
+
+def serving_commands(saved_model, test_dir):
+    """The commands that serve the export with TF Serving and call it."""
+    root = os.path.abspath(os.path.dirname(saved_model))
+    name = FLAGS.model_name
+    example = sorted(os.listdir(test_dir))[0] if os.listdir(test_dir) else "FILE.h5"
+    return "\n".join(
+        [
+            "serve it (TF Serving in docker, REST on 8501, gRPC on 8500):",
+            f"  docker run -p 8500:8500 -p 8501:8501 -v {root}:/models/{name} "
+            f"-e MODEL_NAME={name} tensorflow/serving",
+            "call it:",
+            f"  python tools/serving_client.py --input={os.path.join(test_dir, example)} "
+            f"--model_name={name} --protocol=rest --port=8501 --output=recon.npy",
+        ]
+    )
 
 
 @cli.user_errors_to_exit
 def main(argv):
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    # Absolute: the steps run from the repository root.
+    FLAGS.workdir = os.path.abspath(FLAGS.workdir)
+    FLAGS.export_dir = os.path.abspath(FLAGS.export_dir)
     raw_dir = os.path.join(FLAGS.workdir, "fastmri")
     records_dir = os.path.join(FLAGS.workdir, "tfrecords")
 
@@ -94,6 +183,7 @@ def main(argv):
         model_dir = os.path.join(FLAGS.workdir, name)
         overrides = [f"--data_dir={records_dir}", f"--model_dir={model_dir}"]
         overrides += ["--data_consistency"] if FLAGS.data_consistency else []
+        overrides += FLAGS.train_flag
         flagfile = os.path.join(CONFIGS, config_file)
         _run("tfmri.train", flagfile, overrides)
         if index < len(RUNS_8X):
@@ -104,13 +194,25 @@ def main(argv):
     else:
         settings = ["--center_fractions=0.04", "--accelerations=8"]
     checkpoints = ",".join(os.path.join(FLAGS.workdir, name) for name, _ in runs)
+    report_dir = os.path.join(FLAGS.workdir, "report" + suffix)
     overrides = [
         f"--data_dir={records_dir}",
         f"--checkpoints={checkpoints}",
-        f"--report_dir={os.path.join(FLAGS.workdir, 'report' + suffix)}",
+        f"--report_dir={report_dir}",
         *settings,
     ]
     _run("tfmri.report", os.path.join(CONFIGS, "report_demo.cfg"), overrides)
+
+    # The 8x runs are named after their method.
+    name, method, ssim = recommended_run(report_dir, [(n + suffix, n) for n, _ in RUNS_8X])
+    _step(f"recommended: {name} ({method}, validation SSIM {ssim:.4f} at {MAIN_ACCELERATION}x)")
+    saved_model = export_recommended(os.path.join(FLAGS.workdir, name))
+    test_dir = os.path.join(raw_dir, "singlecoil_test")
+    reconstructions = os.path.join(FLAGS.workdir, "reconstructions")
+    overrides = [f"--model={saved_model}", f"--input_dir={test_dir}"]
+    overrides += [f"--output_dir={reconstructions}"]
+    _run("tfmri.reconstruct", None, overrides)
+    print(serving_commands(saved_model, test_dir))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,96 @@
+"""The main job (python -m tfmri.demo) ends with a servable SavedModel, shrunk to seconds."""
+
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import run_tool
+
+# The demo's steps, on 4 volumes x 3 slices and one training epoch per run.
+QUICK = [
+    "--num_volumes=4",
+    "--num_slices=3",
+    "--train_flag=--epochs=1",
+    "--train_flag=--epochs_decay=0",
+]
+
+# Loads the export in a process of its own and reconstructs a test file through its
+# serving_default signature with the file's own mask; prints the result as JSON.
+LOAD_AND_CALL = """
+import json, sys
+import h5py, numpy as np, tensorflow as tf
+signature = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+with h5py.File(sys.argv[2]) as handle:
+    kspace, mask = handle["kspace"][()], handle["mask"][()].astype(np.float32)
+masked = kspace * mask
+out = signature(
+    kspace_real=tf.constant(masked.real, tf.float32),
+    kspace_imag=tf.constant(masked.imag, tf.float32),
+    mask=tf.constant(np.repeat(mask[None], len(kspace), axis=0)),
+)["reconstruction"].numpy()
+print(json.dumps(out.tolist()))
+"""
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    workdir, export_dir = root / "runs", root / "savedmodel"
+    result = run_tool(
+        "-m",
+        "tfmri.demo",
+        f"--workdir={workdir}",
+        f"--export_dir={export_dir}",
+        *QUICK,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, export_dir, result.stdout
+
+
+def test_main_job_exports_the_best_validation_run_and_prints_how_to_serve_it(demo_run):
+    workdir, export_dir, stdout = demo_run
+    with open(workdir / "report" / "report.json") as handle:
+        summary = json.load(handle)["results"][0]["summary"]
+    best = max(("unet", "pix2pix"), key=lambda method: summary[method]["ssim"]["mean"])
+    assert f"== recommended: {best} ({best}," in stdout
+    with open(workdir / "savedmodel.json") as handle:
+        record = json.load(handle)
+    assert record["saved_model"] == str(export_dir / "demo" / "1")
+    assert record["checkpoint"].startswith(str(workdir / best / "ckpt-"))
+    assert os.path.isfile(export_dir / "demo" / "1" / "saved_model.pb")
+    assert f"-v {export_dir / 'demo'}:/models/demo -e MODEL_NAME=demo tensorflow/serving" in stdout
+    assert "python tools/serving_client.py --input=" in stdout
+    assert "--model_name=demo" in stdout
+
+
+def test_main_job_savedmodel_in_a_fresh_process_equals_its_reconstructions(demo_run):
+    workdir, export_dir, _ = demo_run
+    test_dir = workdir / "fastmri" / "singlecoil_test"
+    names = sorted(os.listdir(test_dir))
+    assert names and sorted(os.listdir(workdir / "reconstructions")) == names
+    fresh = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LOAD_AND_CALL,
+            str(export_dir / "demo" / "1"),
+            str(test_dir / names[0]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    served = np.array(json.loads(fresh.stdout.strip().splitlines()[-1]), np.float32)
+    with h5py.File(workdir / "reconstructions" / names[0]) as handle:
+        reconstructed = handle["reconstruction"][()]
+    assert reconstructed.shape == served.shape and served.shape[1:] == (320, 320)
+    assert np.abs(served).max() > 0
+    np.testing.assert_allclose(reconstructed, served, rtol=0, atol=1e-5 * np.abs(served).max())
