@@ -186,7 +186,7 @@ def cs_predictor(options, crop_size):
 
 
 def _zero_filled_of(inputs):
-    return volumes.denormalized(inputs["zero_filled"], inputs)
+    return inputs["zero_filled_image"]
 
 
 def evaluate_method(name, predict, dataset, rows, examples, bar):

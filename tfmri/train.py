@@ -33,9 +33,10 @@ from tfmri.models import pix2pix  # noqa: E402
 
 FLAGS = flags.FLAGS
 # What the model and the metrics need from the pipeline's inputs (no strings: they
-# would have to be split over replicas for nothing).
+# would have to be split over replicas for nothing); the optional ones are there for
+# data consistency, and in validation data for scoring against the stored target.
 MODEL_INPUTS = ("zero_filled", "mean", "std", "max_value")
-CONSISTENCY_INPUTS = ("measured", "mask")
+OPTIONAL_INPUTS = ("measured", "mask", "zero_filled_image", "target_image")
 
 
 class TrainingDiverged(UserError):
@@ -43,7 +44,7 @@ class TrainingDiverged(UserError):
 
 
 def _model_inputs(inputs, target):
-    keys = MODEL_INPUTS + (CONSISTENCY_INPUTS if "measured" in inputs else ())
+    keys = MODEL_INPUTS + tuple(key for key in OPTIONAL_INPUTS if key in inputs)
     return {key: inputs[key] for key in keys}, target
 
 
@@ -136,7 +137,7 @@ class Logger(keras.callbacks.Callback):
                 if name.startswith("val_"):
                     tf.summary.scalar(f"epoch/{name[4:]}", float(value))
             if self.images is not None:
-                grid = np.concatenate([comparison_image(self.model, *i) for i in self.images])
+                grid = np.concatenate([comparison_image(self.model, i) for i, _ in self.images])
                 tf.summary.image(
                     "zero-filled | reconstruction | target | 5 x error", grid[None, ..., None]
                 )
@@ -144,19 +145,17 @@ class Logger(keras.callbacks.Callback):
         self.val_writer.flush()
 
 
-def comparison_image(model, inputs, target):
-    """uint8 [S, 4 * S] comparison of the model's reconstruction of one slice."""
+def comparison_image(model, inputs):
+    """uint8 [S, 4 * S] comparison of the model's reconstruction of one validation slice
+    with its zero-filled input and stored target (unclamped)."""
     inputs = {key: value[None] for key, value in inputs.items()}
-    target = target[None]
-    prediction = model(inputs, training=False)
-
-    def denormalize(image):
-        mean = np.reshape(inputs["mean"], [-1, 1, 1])
-        std = np.reshape(inputs["std"], [-1, 1, 1])
-        return transforms.denormalize(np.asarray(image)[..., 0], mean, std)
-
+    prediction = np.asarray(model(inputs, training=False))[..., 0]
+    mean = np.reshape(inputs["mean"], [-1, 1, 1])
+    std = np.reshape(inputs["std"], [-1, 1, 1])
     return visualize.comparison_grid(
-        denormalize(inputs["zero_filled"]), denormalize(prediction), denormalize(target)
+        np.asarray(inputs["zero_filled_image"]),
+        transforms.denormalize(prediction, mean, std),
+        np.asarray(inputs["target_image"]),
     )
 
 

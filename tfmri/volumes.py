@@ -58,17 +58,19 @@ class Timer:
 
 
 def reconstruct_volumes(predict, dataset):
-    """Yields (volume name, zero-filled, reconstruction, target) de-normalised [slices, S, S].
+    """Yields (volume name, zero-filled, reconstruction, target), float32 [slices, S, S].
 
     ``predict(inputs)`` gives the de-normalised reconstructions [B, S, S] of a batch.
+    The zero-filled image and the target are the pipeline's unnormalised, unclamped
+    ``zero_filled_image`` and ``target_image``: what fastMRI scores.
     """
     current, parts = None, collections.defaultdict(list)
     names = ("zero_filled", "reconstruction", "target")
-    for inputs, target in dataset:
+    for inputs, _ in dataset:
         images = {
-            "zero_filled": denormalized(inputs["zero_filled"], inputs),
+            "zero_filled": inputs["zero_filled_image"],
             "reconstruction": np.asarray(predict(inputs)),
-            "target": denormalized(target, inputs),
+            "target": inputs["target_image"],
         }
         for index, name in enumerate(inputs["volume"].numpy()):
             name = name.decode()

@@ -14,6 +14,11 @@ Elements are ``(inputs, target)``; ``inputs`` is a dict with the normalised
 ``zero_filled`` image [crop, crop, 1] and the metadata needed to de-normalise
 (``mean``, ``std``) and to group slices by volume (``volume``, ``slice_index``,
 ``num_slices``, ``max_value``). Test splits, which have no target, yield ``inputs`` only.
+
+The normalised, clamped images are what the network sees and learns (fastMRI keeps
+the clamp there). What is scored is what fastMRI scores: evaluation datasets also
+yield ``zero_filled_image`` (the zero-filled magnitude as computed) and
+``target_image`` (the stored target, cropped), float32 [crop, crop], never clamped.
 """
 
 import dataclasses
@@ -160,8 +165,11 @@ def zero_filled_and_measured(kspace, mask, crop_size):
     return transforms.complex_abs(image), measured
 
 
-def _prepare(features, mask, crop_size, has_target, with_measured=False):
-    """Parsed example + mask -> (inputs, target), or inputs alone without a target."""
+def _prepare(features, mask, crop_size, has_target, with_measured=False, scored=False):
+    """Parsed example + mask -> (inputs, target), or inputs alone without a target.
+
+    ``scored``: also yield the unnormalised ``zero_filled_image`` and ``target_image``.
+    """
     kspace = features["kspace"]
     if with_measured and kspace.shape.rank == 2:
         zero_filled, measured = zero_filled_and_measured(kspace, mask, crop_size)
@@ -184,11 +192,15 @@ def _prepare(features, mask, crop_size, has_target, with_measured=False):
             measured, [None] * (kspace.shape.rank - 2) + [crop_size, None]
         )
         inputs["mask"] = tf.cast(mask, tf.float32)
+    if scored:
+        inputs["zero_filled_image"] = tf.ensure_shape(zero_filled, [crop_size, crop_size])
     if not has_target:
         return inputs
     target = transforms.center_crop(features["target"], crop_size, crop_size)
-    target = tf.ensure_shape(target[..., None], [crop_size, crop_size, 1])
-    return inputs, transforms.normalize(target, mean, std)
+    target = tf.ensure_shape(target, [crop_size, crop_size])
+    if scored:
+        inputs["target_image"] = target
+    return inputs, transforms.normalize(target[..., None], mean, std)
 
 
 def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> tf.data.Dataset:
@@ -266,7 +278,7 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             else:
                 width = tf.shape(features["kspace"])[-1]
                 mask = fixed_volume_mask(spec, features["volume"], width)
-            return _prepare(features, mask, crop_size, has_target, with_measured)
+            return _prepare(features, mask, crop_size, has_target, with_measured, scored=True)
 
         dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=True)
     widths = entry["statistics"]["kspace_shapes"]

@@ -249,8 +249,13 @@ class Pix2Pix(keras.Model):
         )
 
     def _update_image_metrics(self, inputs, target, fake):
-        """Slice-averaged NMSE, PSNR and SSIM of the de-normalised images."""
-        gt = _denormalize(target, inputs)
+        """Slice-averaged NMSE, PSNR and SSIM of the de-normalised prediction against the
+        stored target (the evaluation pipeline's ``target_image``, never clamped); data
+        without it (not from the pipeline) are scored against the de-normalised target."""
+        if "target_image" in inputs:
+            gt = tf.cast(inputs["target_image"], tf.float32)[..., None]
+        else:
+            gt = _denormalize(target, inputs)
         prediction = _denormalize(tf.cast(fake, tf.float32), inputs)
         data_range = inputs["max_value"]
         self.trackers["nmse"].update_state(image_metrics.nmse(gt, prediction))
