@@ -10,6 +10,8 @@ from tfmri import metrics
 
 REFERENCE = np.load(os.path.join(FIXTURES, "fastmri_metrics.npz"))
 CASES = json.loads(str(REFERENCE["cases"]))
+VOLUMES = np.load(os.path.join(FIXTURES, "fastmri_volume_metrics.npz"))
+VOLUME_CASES = json.loads(str(VOLUMES["cases"]))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["gt"] for c in CASES])
@@ -17,7 +19,40 @@ def test_metrics_equal_fastmri_reference(case):
     gt, pred = REFERENCE[case["gt"]], REFERENCE[case["pred"]]
     result = metrics.volume_metrics(gt, pred)
     for name in ("nmse", "psnr", "ssim"):
-        assert result[name] == pytest.approx(case[name], rel=1e-4)
+        assert result[name] == pytest.approx(case[name], rel=1e-6)
+
+
+@pytest.mark.parametrize("case", VOLUME_CASES, ids=[c["name"] for c in VOLUME_CASES])
+def test_metrics_equal_fastmri_on_volumes_built_to_catch_slips(case):
+    gt, pred = VOLUMES[case["gt"]], VOLUMES[case["pred"]]
+    result = metrics.volume_metrics(gt, pred)
+    for name in ("nmse", "psnr", "ssim"):
+        assert result[name] == pytest.approx(case[name], rel=1e-6), name
+
+
+def _slipped_ssim(gt, pred, per_slice_range=False, population=False):
+    """SSIM with one of the usual slips, from scikit-image (an independent computation)."""
+    values = [
+        structural_similarity(
+            g,
+            p,
+            data_range=float(g.max() if per_slice_range else gt.max()),
+            use_sample_covariance=not population,
+        )
+        for g, p in zip(gt.astype(np.float64), pred.astype(np.float64))
+    ]
+    return float(np.mean(values))
+
+
+def test_the_volume_fixture_and_tolerance_catch_the_usual_slips():
+    # A per-slice data range and a population covariance each move some case's SSIM by
+    # far more than the 1e-6 the test above allows, so that test would catch them.
+    for slip in ({"per_slice_range": True}, {"population": True}):
+        moved = max(
+            abs(_slipped_ssim(VOLUMES[c["gt"]], VOLUMES[c["pred"]], **slip) - c["ssim"]) / c["ssim"]
+            for c in VOLUME_CASES
+        )
+        assert moved > 1e-4, slip
 
 
 def test_ssim_and_psnr_equal_scikit_image_on_random_images():
