@@ -31,6 +31,17 @@ def test_generator_keeps_the_shape(depth, norm):
     assert output.shape == (2, 320, 320, 1) and output.dtype == tf.float32
 
 
+def test_generator_dropout_where_pix2pix_unet_256_has_it():
+    # pix2pix's unet_256 (8 downsamplings): no dropout in the innermost block (its decoder
+    # gives 2 x 2 maps), dropout in the three blocks around it (decoder outputs 4, 8, 16),
+    # none further out.
+    model = networks.unet_generator(256, 8, 2, 0.5, "none")
+    dropout_sizes = sorted(
+        layer.output.shape[1] for layer in model.layers if isinstance(layer, keras.layers.Dropout)
+    )
+    assert dropout_sizes == [4, 8, 16]
+
+
 def test_generator_depth_must_fit_the_image():
     assert networks.max_depth(320) == 6 and networks.max_depth(256) == 8
     with pytest.raises(ValueError, match="halves cleanly only 6 times"):

@@ -35,7 +35,9 @@ flags.DEFINE_integer("shuffle_buffer", 64, "Records in the training shuffle buff
 flags.DEFINE_enum("model", "pix2pix", ["pix2pix", "unet"], "pix2pix GAN, or the L1 U-Net baseline.")
 flags.DEFINE_integer("depth", 6, "U-Net down-sampling steps (at most 6 for 320 x 320).")
 flags.DEFINE_integer("base_filters", 64, "Filters of the U-Net's outermost level.")
-flags.DEFINE_float("dropout", 0.5, "Dropout in the three innermost U-Net decoder levels.")
+flags.DEFINE_float(
+    "dropout", 0.5, "Dropout in the three U-Net decoder levels next to the innermost, as pix2pix."
+)
 flags.DEFINE_enum("norm", "batch", list(networks.NORMS), "Normalisation layers of the U-Net.")
 flags.DEFINE_boolean("residual", True, "Predict a correction added to the zero-filled input.")
 flags.DEFINE_enum(

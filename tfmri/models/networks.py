@@ -101,6 +101,16 @@ def _filters(base_filters, level):
     return min(base_filters * 2**level, MAX_FILTERS)
 
 
+def dropout_level(level, depth) -> bool:
+    """Whether decoder ``level`` (0 outermost, ``depth - 2`` innermost) has dropout.
+
+    As pix2pix's ``unet_256``: not the innermost block (which upsamples the bottleneck),
+    but the three blocks around it: at 256 x 256 and depth 8, the decoder outputs of
+    4 x 4, 8 x 8 and 16 x 16 (the innermost gives 2 x 2).
+    """
+    return depth - 5 <= level <= depth - 3
+
+
 def unet_generator(
     image_size=320,
     depth=6,
@@ -114,8 +124,8 @@ def unet_generator(
     """The pix2pix U-Net: ``depth`` stride-2 4 x 4 convolutions down, as many transposed up.
 
     Down: LeakyReLU(0.2), convolution, norm (none on the outermost level). Up: ReLU,
-    transposed convolution, norm, dropout on the three innermost decoder levels, skip
-    connections by concatenation. With ``residual`` the network predicts a correction
+    transposed convolution, norm, dropout on the three decoder levels next to the
+    innermost (:func:`dropout_level`), skip connections by concatenation. With ``residual`` the network predicts a correction
     added to the zero-filled input. ``tanh`` output is scaled to the normalisation's
     clamp range [-6, 6].
 
@@ -170,7 +180,7 @@ def unet_generator(
             name=f"up{level}_conv",
         )(x)
         x = _normalize(x, norm, f"up{level}_norm")
-        if dropout > 0 and level >= depth - 4:  # the three innermost decoder levels
+        if dropout > 0 and dropout_level(level, depth):
             x = keras.layers.Dropout(dropout, name=f"up{level}_dropout")(x)
         x = keras.layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
 
