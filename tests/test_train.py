@@ -136,15 +136,21 @@ def test_missing_shard_stops_with_the_shard_named(singlecoil_records, tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
+def _final_variables(model_dir):
+    """{name: value} of the newest checkpoint's numeric variables, less the save counter."""
+    reader = tf.train.load_checkpoint(model_dir)
+    dtypes = reader.get_variable_to_dtype_map()
+    return {
+        name: reader.get_tensor(name)
+        for name, dtype in dtypes.items()
+        if dtype.is_numeric and not name.startswith("save_counter")
+    }
+
+
 def test_resume_after_kill_continues_from_the_checkpoint(singlecoil_records, tmp_path):
     model_dir = str(tmp_path / "run")
-    args = _train_args(
-        singlecoil_records,
-        model_dir,
-        "--epochs=6",
-        "--epochs_decay=0",
-        "--checkpoint_every_steps=1",
-    )
+    recipe = ["--epochs=6", "--epochs_decay=0", "--checkpoint_every_steps=1", "--deterministic"]
+    args = _train_args(singlecoil_records, model_dir, *recipe)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen(
         [sys.executable, *args],
@@ -175,6 +181,16 @@ def test_resume_after_kill_continues_from_the_checkpoint(singlecoil_records, tmp
     assert "epoch 1/6\n" not in result.stdout
     # The step counter carried on: 24 steps in all, not 24 more.
     assert _checkpoint_steps(model_dir)[-1] == 24
+
+    # The resumed run saw the batches and masks the killed one would have: it ends with
+    # the weights and optimiser states of a run that was never interrupted.
+    uninterrupted = str(tmp_path / "uninterrupted")
+    result = run_tool(*_train_args(singlecoil_records, uninterrupted, *recipe))
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed, expected = _final_variables(model_dir), _final_variables(uninterrupted)
+    assert resumed.keys() == expected.keys() and len(expected) > 20
+    for name, value in expected.items():
+        np.testing.assert_allclose(resumed[name], value, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
 def test_resume_when_killed_after_the_last_step_of_an_epoch(singlecoil_records, tmp_path):
