@@ -8,8 +8,8 @@ temporary directory), takes ``--slices_per_volume`` middle slices of every volum
 the split, undersamples them with the fixed per-volume masks tfmri evaluates with
 (random mask, fastMRI's centre fraction for the acceleration), and reconstructs them:
 
-* BART: ``bart pics -d0 -S -R T:7:0:0.01 -i 200`` per slice, sensitivity maps of ones
-  (single-coil) or ``bart ecalib -d0 -m1`` (multi-coil), as fastMRI runs it; skipped
+* BART: ``bart pics -d0 -S -R T:7:0:0.01 -i 200`` per slice with sensitivity maps from
+  ``bart ecalib -d0 -m1``, single-coil too, as fastMRI's ``run_bart.py`` runs it; skipped
   with a note when ``bart`` is not installed (Debian: ``apt-get install bart``);
 * tfmri: :func:`tfmri.baselines.cs_tv.reconstruct`, one batch per volume, compiled with
   XLA; each k-space shape is compiled once before timing (the compile time is printed).
@@ -93,11 +93,9 @@ def bart_reconstruct(kspace, workdir):
     data = np.transpose(coils, (1, 2, 0))[None]  # BART: [1, H, W, coils]
     files = {name: os.path.join(workdir, name) for name in ("kspace", "maps", "image")}
     _write_cfl(files["kspace"], data)
-    if kspace.ndim == 3:
-        command = [FLAGS.bart, "ecalib", "-d0", "-m1", files["kspace"], files["maps"]]
-        subprocess.run(command, check=True, capture_output=True)
-    else:
-        _write_cfl(files["maps"], np.ones_like(data))
+    # fastMRI's run_bart.py estimates the maps with ecalib for single-coil data too.
+    command = [FLAGS.bart, "ecalib", "-d0", "-m1", files["kspace"], files["maps"]]
+    subprocess.run(command, check=True, capture_output=True)
     command = [FLAGS.bart, "pics", "-d0", "-S", "-R", "T:7:0:0.01", "-i", "200"]
     subprocess.run(command + list(files.values()), check=True, capture_output=True)
     image = np.abs(_read_cfl(files["image"])).reshape(coils.shape[-2:])

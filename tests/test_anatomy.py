@@ -1,0 +1,56 @@
+"""The real-anatomy check set: the MNI152 template as valid fastMRI single-coil files."""
+
+import numpy as np
+import pytest
+
+from tests.test_transforms import numpy_ifft2c
+from tfmri.data import anatomy, convert, fastmri_files, pipeline
+
+
+@pytest.fixture(scope="module")
+def anatomy_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("anatomy")
+    spec = anatomy.AnatomySpec(volumes_per_plane=1, num_slices=2)
+    return str(root), anatomy.generate(spec, str(root)), spec
+
+
+def test_files_are_fastmri_volumes_of_the_template(anatomy_set):
+    _, paths, spec = anatomy_set
+    assert len(paths) == len(anatomy.PLANES)
+    template = anatomy.load_template()
+    assert template.shape == (197, 233, 189) and template.max() > 0
+    for path in paths:
+        volume = fastmri_files.read_volume(path)
+        assert volume.kspace.shape[0] == spec.num_slices and volume.kspace.shape[1] == 640
+        assert volume.kspace.dtype == np.complex64 and volume.target.shape[1:] == (320, 320)
+        # The target is the cropped magnitude of the fully sampled data (numpy reference).
+        width = volume.kspace.shape[-1]
+        left = (width - 320) // 2
+        expected = np.abs(numpy_ifft2c(volume.kspace))[:, 160:480, left : left + 320]
+        np.testing.assert_allclose(volume.target, expected, rtol=0, atol=1e-4 * expected.max())
+        # At fastMRI's tiny scale, and a brain, not noise: a large part of the crop is tissue.
+        assert 1e-4 < volume.max_value < 1e-3
+        assert np.mean(volume.target > 0.2 * volume.max_value) > 0.25
+        # Zero-padded edge columns, as in real data.
+        assert np.all(volume.kspace[..., 0] == 0) and np.all(volume.kspace[..., -1] == 0)
+
+
+def test_planes_differ_and_generation_is_deterministic(anatomy_set, tmp_path):
+    _, paths, spec = anatomy_set
+    again = anatomy.generate(spec, str(tmp_path))
+    for first, second in zip(paths, again):
+        np.testing.assert_array_equal(
+            fastmri_files.read_volume(first).kspace, fastmri_files.read_volume(second).kspace
+        )
+    targets = [fastmri_files.read_volume(p).target[0] for p in paths]
+    assert not np.allclose(targets[0], targets[1]) and not np.allclose(targets[1], targets[2])
+
+
+def test_converts_and_feeds_the_evaluation_pipeline(anatomy_set, tmp_path):
+    root, paths, _ = anatomy_set
+    records = str(tmp_path / "records")
+    convert.convert(root, records, convert.ConvertOptions(num_shards=1, num_workers=1))
+    options = pipeline.PipelineOptions(pipeline.masks.MaskSpec("random", (0.04,), (8,)))
+    dataset = pipeline.make_dataset(records, anatomy.SPLIT, options, training=False)
+    names = {name.decode() for inputs, _ in dataset for name in inputs["volume"].numpy()}
+    assert names == {p.split("/")[-1] for p in paths}

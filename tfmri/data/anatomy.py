@@ -1,0 +1,160 @@
+"""A real-anatomy check set: an MR image shipped inside a PyPI package, as fastMRI files.
+
+The synthetic phantom is what tfmri trains and tunes on; this set is what checks that
+the results hold on real anatomy. It is never used to train or to choose a default.
+
+The source is the MNI152 T1 template (ICBM 2009a, symmetric, 1 mm, 197 x 233 x 189
+voxels) that nilearn ships inside its package: an average of real T1-weighted brain
+scans, read from the installed package without any download. Volumes are stacks of
+neighbouring slices in the three planes (axial, coronal, sagittal), each written as
+the synthetic generator writes its files: the brain trimmed to its bounding box and
+resized (cubic) to span ``EXTENT`` of the 320-pixel recon crop, as a head fills a
+real scan's field of view, in the centre of the 640 x W oversampled grid, a smooth
+phase, the centred
+orthonormal FFT, complex Gaussian noise added in k-space, zero-padded edge columns,
+scaled to fastMRI's tiny single-coil intensities, and ``reconstruction_esc`` the
+cropped magnitude of the fully sampled data.
+"""
+
+import dataclasses
+import importlib.resources
+import os
+
+import numpy as np
+
+from tfmri.data import fastmri_files, synthetic
+
+TEMPLATE_PACKAGE = "nilearn.datasets.data"
+TEMPLATE_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+PLANES = ("axial", "coronal", "sagittal")
+EXTENT = 280  # pixels of the 320 crop spanned by the brain's longer side
+SPLIT = "singlecoil_val"
+
+
+@dataclasses.dataclass(frozen=True)
+class AnatomySpec:
+    volumes_per_plane: int = 2
+    num_slices: int = 6
+    slice_spacing: int = 3  # voxels (mm) between neighbouring slices of a volume
+    noise: float = 0.01  # k-space noise std over the image maximum (the pixel SNR)
+    seed: int = 0
+
+
+def load_template() -> np.ndarray:
+    """float32 [197, 233, 189]: the MNI152 T1 template, from nilearn's package data.
+
+    Raises ImportError naming the package to install when nilearn or nibabel is absent.
+    """
+    try:
+        import nibabel
+
+        path = importlib.resources.files(TEMPLATE_PACKAGE) / TEMPLATE_FILE
+    except ModuleNotFoundError as error:
+        raise ImportError(
+            f"the real-anatomy set needs {error.name}: pip install -e '.[anatomy]' "
+            "(nilearn ships the MNI152 template, nibabel reads it)"
+        ) from None
+    with importlib.resources.as_file(path) as local:
+        return np.asarray(nibabel.load(local).dataobj, dtype=np.float32)
+
+
+def plane_slices(template, plane, indices):
+    """float32 [len(indices), h, w] slices of the template in one plane, head up, trimmed
+    to the brain's bounding box in that plane and resized so its longer side is
+    ``EXTENT`` pixels (h, w <= EXTENT)."""
+    from scipy import ndimage
+
+    axis = 2 - PLANES.index(plane)  # axial slices are along z, coronal y, sagittal x
+    stack = np.rot90(np.moveaxis(template, axis, 0), k=1, axes=(1, 2))
+    inside = (stack > 0.02 * stack.max()).any(axis=0)
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    box = stack[list(indices), rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    zoom = EXTENT / max(box.shape[1:])
+    resized = ndimage.zoom(box.astype(np.float64), (1, zoom, zoom), order=3)
+    return np.clip(resized[:, :EXTENT, :EXTENT], 0.0, None).astype(np.float32)
+
+
+def _smooth_phase(rng, height, width):
+    """float64 [height, width]: a smooth phase map (constant, ramps and a bowl)."""
+    rows = (np.arange(height) - height / 2) / (synthetic.RECON / 2)
+    cols = (np.arange(width) - width / 2) / (synthetic.RECON / 2)
+    u, v = np.meshgrid(rows, cols, indexing="ij")
+    a, b, c, d = rng.uniform(-1.2, 1.2, size=4)
+    return a + b * u + c * v + d * (u**2 + v**2)
+
+
+def make_volume(slices, rng, noise, width):
+    """k-space and target of one volume of image slices [n, h, w] (h, w <= 320).
+
+    Returns:
+      (complex64 kspace [n, 640, width], float32 target [n, 320, 320], Header).
+    """
+    acquired = width - 2 * int(rng.integers(14, 20))
+    padding_left = (width - acquired) // 2
+    header = fastmri_files.Header(
+        (synthetic.READOUT, width),
+        (synthetic.RECON, synthetic.RECON),
+        padding_left,
+        padding_left + acquired,
+    )
+    scale = rng.uniform(1.5e-4, 6e-4) / max(float(slices.max()), 1e-12)
+    phase = np.exp(1j * _smooth_phase(rng, synthetic.READOUT, width))
+    kspace_slices, target_slices = [], []
+    height, image_width = slices.shape[1:]
+    top = (synthetic.READOUT - height) // 2
+    left = (width - image_width) // 2
+    for image in slices:
+        field = np.zeros((synthetic.READOUT, width))
+        field[top : top + height, left : left + image_width] = scale * image
+        kspace = synthetic._fft2c(field * phase)
+        sigma = noise * scale * float(slices.max())
+        kspace += sigma * (
+            rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)
+        )
+        kspace[..., :padding_left] = 0
+        kspace[..., padding_left + acquired :] = 0
+        target = np.abs(synthetic._center_crop(synthetic._ifft2c(kspace), synthetic.RECON))
+        kspace_slices.append(kspace.astype(np.complex64))
+        target_slices.append(target.astype(np.float32))
+    return np.stack(kspace_slices), np.stack(target_slices), header
+
+
+def volume_plan(template_shape, spec: AnatomySpec):
+    """[(file name, plane, slice indices)] of the set: volumes spread around each plane's
+    middle, within the central half of the head."""
+    plan = []
+    for plane in PLANES:
+        depth = template_shape[2 - PLANES.index(plane)]
+        extent = spec.num_slices * spec.slice_spacing
+        starts = np.linspace(depth * 0.3, depth * 0.7 - extent, spec.volumes_per_plane)
+        for number, start in enumerate(starts.astype(int)):
+            indices = range(start, start + extent, spec.slice_spacing)
+            plan.append((f"mni152_t1_{plane}_{number}.h5", plane, list(indices)))
+    return plan
+
+
+def generate(spec: AnatomySpec, output_dir, progress=None):
+    """Writes ``<output_dir>/singlecoil_val/mni152_t1_<plane>_<n>.h5``; returns the paths.
+
+    Files that already exist are kept (the set is deterministic for ``spec``).
+    """
+    template = load_template()
+    split_dir = os.path.join(output_dir, SPLIT)
+    os.makedirs(split_dir, exist_ok=True)
+    rng = np.random.default_rng(spec.seed)
+    plan = volume_plan(template.shape, spec)
+    seeds = rng.integers(0, 2**31, size=len(plan))
+    written = []
+    for done, ((name, plane, indices), seed) in enumerate(zip(plan, seeds), start=1):
+        path = os.path.join(split_dir, name)
+        if not os.path.exists(path):
+            volume_rng = np.random.default_rng(seed)
+            width = int(volume_rng.choice(synthetic.WIDTHS))
+            kspace, target, header = make_volume(
+                plane_slices(template, plane, indices), volume_rng, spec.noise, width
+            )
+            synthetic.write_volume(path, kspace, target, header, "AXT1", f"mni152_{plane}")
+        written.append(path)
+        if progress is not None:
+            progress(done, len(plan))
+    return written
