@@ -7,12 +7,18 @@ Prints, on the same files and cores:
   from disk (the files are evicted from the page cache first with posix_fadvise), and
   the bare read from the page cache (a memory-copy ceiling) for comparison;
 * a straightforward per-slice h5py + NumPy loader (8x random mask, ifft2c, crop,
-  normalise) and tfmri's tf.data pipeline doing the same work, in slices/s;
-and the ratios. For scale, fastMRI's PyTorch SliceDataset + UnetDataTransform with
-2 workers does 108-139 slices/s on these 2-core machines.
+  normalise) and tfmri's tf.data training pipeline doing the same work, configured
+  exactly as tfmri.train configures it (fixed parallelism of the core count, in-order
+  reads and maps, shuffle buffer 64, batch 8), in slices/s;
+* fastMRI's own loader on the same training files (bench/fastmri_loader.py:
+  SliceDataset + UnetDataTransform, RandomMaskFunc 0.04 / 8x, DataLoader with 2
+  workers), in a process of its own, in every repeat right after tfmri's pipeline;
+and the ratios, each of two medians measured in this run. Without fastMRI installed
+(pip install -e ".[bench]") its row is skipped and no ratio to it is printed.
 """
 
 import collections
+import importlib.util
 import json
 import os
 import shutil
@@ -37,11 +43,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_volumes", 16, "Synthetic volumes (train split gets most).")
 flags.DEFINE_integer("num_slices", 30, "Slices per volume.")
 flags.DEFINE_integer("batch_size", 8, "Batch size of both loaders.")
-flags.DEFINE_integer("epochs", 3, "Pipeline epochs timed (after one warm-up epoch).")
+flags.DEFINE_integer("epochs", 5, "tfmri pipeline epochs timed (after one warm-up epoch).")
+flags.DEFINE_integer("fastmri_passes", 2, "fastMRI loader passes timed (after one warm-up).")
 flags.DEFINE_integer("repeats", 3, "Times each measurement is repeated; medians are printed.")
 
 SPEC = masks.MaskSpec("random", (0.04,), (8,))
-PYTORCH_REFERENCE = (108, 139)
+FASTMRI_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastmri_loader.py")
 
 
 def evict(paths):
@@ -104,15 +111,38 @@ def numpy_loader(paths, batch_size):
 
 
 def tf_pipeline(records, batch_size, epochs):
-    options = pipeline.PipelineOptions(SPEC, batch_size=batch_size, shuffle_buffer=32)
-    dataset = pipeline.make_dataset(records, "singlecoil_train", options, training=True)
-    for _ in dataset:  # warm-up: graph tracing and file cache
+    """slices/s of the training pipeline as tfmri.train builds it, one dataset per epoch."""
+
+    def epoch_dataset(epoch):
+        options = pipeline.PipelineOptions(
+            SPEC,
+            batch_size=batch_size,
+            shuffle_buffer=64,  # tfmri.train's --shuffle_buffer default
+            seed=epoch,
+            drop_remainder=True,
+            parallel_calls=os.cpu_count() or 1,
+        )
+        return pipeline.make_dataset(records, "singlecoil_train", options, training=True)
+
+    for _ in epoch_dataset(0):  # warm-up: graph tracing and file cache
         pass
     started, slices = time.monotonic(), 0
-    for _ in range(epochs):
-        for inputs, _ in dataset:
+    for epoch in range(1, epochs + 1):
+        for inputs, _ in epoch_dataset(epoch):
             slices += int(inputs["zero_filled"].shape[0])
     return slices / (time.monotonic() - started)
+
+
+def fastmri_available():
+    return all(importlib.util.find_spec(name) for name in ("fastmri", "torch"))
+
+
+def fastmri_loader(train_dir, batch_size, passes):
+    """slices/s of fastMRI's loader on the same files, in its own process."""
+    command = [sys.executable, FASTMRI_SCRIPT, f"--split_dir={train_dir}"]
+    command += [f"--batch_size={batch_size}", f"--passes={passes}"]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])["slices_per_second"]
 
 
 def main(argv):
@@ -135,6 +165,11 @@ def main(argv):
             os.sync()  # no write-back of the new shards while the loaders are timed
             measured["loader"].append(numpy_loader(train_paths, FLAGS.batch_size))
             measured["tfdata"].append(tf_pipeline(records, FLAGS.batch_size, FLAGS.epochs))
+            if fastmri_available():
+                train_dir = os.path.dirname(train_paths[0])
+                measured["fastmri"].append(
+                    fastmri_loader(train_dir, FLAGS.batch_size, FLAGS.fastmri_passes)
+                )
             logging.info("repeat %d: %s", repeat, {k: round(v[-1], 1) for k, v in measured.items()})
     ceiling, warm, converter, loader, tfdata = (
         statistics.median(measured[key])
@@ -154,10 +189,17 @@ def main(argv):
     )
     print(f"per-slice h5py + NumPy loader            {loader:8.1f} slices/s")
     print(
-        f"tfmri tf.data pipeline                   {tfdata:8.1f} slices/s = {tfdata / loader:.2f} x loader, "
-        f"{tfdata / PYTORCH_REFERENCE[1]:.2f}-{tfdata / PYTORCH_REFERENCE[0]:.2f} x fastMRI PyTorch "
-        f"({PYTORCH_REFERENCE[0]}-{PYTORCH_REFERENCE[1]} slices/s)"
+        f"tfmri tf.data pipeline (as tfmri.train)  {tfdata:8.1f} slices/s = "
+        f"{tfdata / loader:.2f} x loader"
     )
+    if measured["fastmri"]:
+        anchor = statistics.median(measured["fastmri"])
+        print(
+            f"fastMRI SliceDataset + UnetDataTransform, DataLoader 2 workers {anchor:8.1f} slices/s"
+        )
+        print(f"tfmri pipeline vs fastMRI's loader, measured in this run: {tfdata / anchor:.2f} x")
+    else:
+        print("fastMRI's loader: fastmri/torch not installed (pip install -e '.[bench]'), no ratio")
 
 
 if __name__ == "__main__":

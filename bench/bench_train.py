@@ -13,8 +13,11 @@ the model is timed:
   in slices/s;
 * the pix2pix reference setting: unet_256 generator (8 levels, 64 filters, batch
   norm, dropout 0.5) + 70 x 70 PatchGAN, 256 x 256, batch 1, float32, in
-  iterations/s, next to the PyTorch reference implementation's 1.18 it/s on these
-  2-core machines (target: 1.5 x that).
+  iterations/s, and the same step in PyTorch (bench/torch_pix2pix.py, written from
+  the published architecture) in the same run, alternating with tfmri's case in every
+  repeat: the ratio is of the two medians measured here (target 1.5 x). Without torch
+  installed (pip install -e ".[bench]") the PyTorch case is skipped and no ratio is
+  printed.
 
 Steps are timed one by one (a callback reads each step's logs, as the progress bar
 of tfmri.train does) and the median is reported: a fit() call's start and end (its
@@ -22,6 +25,7 @@ iterator's teardown took up to 5 s here) are not training steps. The minor page
 faults per step are printed too (tfmri.runtime.keep_freed_memory).
 """
 
+import importlib.util
 import json
 import os
 import resource
@@ -42,7 +46,8 @@ flags.DEFINE_integer(
 flags.DEFINE_multi_string("only", None, "Run only the cases whose name starts with this.")
 flags.DEFINE_string("case", None, "Internal: run one case in this process and print JSON.")
 
-PYTORCH_REFERENCE_IT_S = 1.18
+PYTORCH = "PyTorch reference float32, batch 1"
+TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_pix2pix.py")
 # Two processes on 127.0.0.1 (tools/launch_local_cluster.py's TF_CONFIG), one replica
 # each, MultiWorkerMirroredStrategy.
 WORKERS = "2 workers"
@@ -76,8 +81,13 @@ CASES = {
     "demo mixed_bfloat16, 1 replica": (DEMO, 8, "mixed_bfloat16", 1),
     "demo mixed_bfloat16, 2 replicas": (DEMO, 8, "mixed_bfloat16", 2),
     "reference float32, batch 1": (REFERENCE, 1, "float32", 1),
+    PYTORCH: (None, 1, "float32", 1),
     "reference mixed_bfloat16, batch 1": (REFERENCE, 1, "mixed_bfloat16", 1),
 }
+
+
+def torch_installed():
+    return importlib.util.find_spec("torch") is not None
 
 
 def run_case(name):
@@ -179,6 +189,9 @@ def main(argv):
     names = [n for n in CASES if not FLAGS.only or any(n.startswith(o) for o in FLAGS.only)]
     if not names:
         cli.fail(f"--only={FLAGS.only} matches no case; cases: {', '.join(CASES)}")
+    if PYTORCH in names and not torch_installed():
+        print(f"{PYTORCH}: torch is not installed (pip install -e '.[bench]'); skipped")
+        names.remove(PYTORCH)
     runs = {name: [] for name in names}
     for _ in range(FLAGS.repeats):
         for name in names:
@@ -196,9 +209,11 @@ def main(argv):
         f"({FLAGS.repeats} run(s): median of the runs [slowest-fastest run]), 2 CPU cores"
     )
     baseline = None
+    medians = {}
     for name, results in runs.items():
         seconds = sorted(result["seconds_per_step"] for result in results)
         middle, slow, fast = statistics.median(seconds), seconds[-1], seconds[0]
+        medians[name] = middle
         batch = results[0]["batch"]
         if name.startswith("demo"):
             baseline = baseline or batch / middle
@@ -207,17 +222,21 @@ def main(argv):
                 f"  ({batch / middle / baseline:.2f} x float32, 1 replica)"
             )
         else:
-            ratio = PYTORCH_REFERENCE_IT_S
-            print(
-                f"{name:<36}{1 / middle:8.2f} it/s [{1 / slow:.2f}-{1 / fast:.2f}]"
-                f"  ({1 / middle / ratio:.2f} x [{1 / slow / ratio:.2f}-{1 / fast / ratio:.2f}]"
-                f" PyTorch's {ratio} it/s; target 1.5 x)"
-            )
+            print(f"{name:<36}{1 / middle:8.2f} it/s [{1 / slow:.2f}-{1 / fast:.2f}]")
+    for name in (n for n in runs if n.startswith("reference")):
+        if PYTORCH in medians:
+            ratio = medians[PYTORCH] / medians[name]
+            print(f"{name} vs PyTorch, measured in this run: {ratio:.2f} x (target 1.5 x)")
+        else:
+            print(f"{name} vs PyTorch: not measured in this run (no torch), no ratio")
 
 
 def run_in_process(name):
     """Runs case ``name`` in a fresh process (2 for the worker case); returns its JSON."""
     command = [sys.executable, __file__, f"--case={name}", f"--steps={FLAGS.steps}"]
+    if name == PYTORCH:
+        command = [sys.executable, TORCH_SCRIPT, f"--steps={FLAGS.steps}"]
+        command.append(f"--threads={os.cpu_count()}")  # the cores tfmri uses
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     if CASES[name][3] == WORKERS:
         stdout = run_workers(command, env, 2)
