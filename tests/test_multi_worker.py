@@ -100,6 +100,93 @@ def test_loss_matches_one_process_with_the_same_global_batch(
         assert distributed[name] == pytest.approx(alone[name], rel=0.10), (distributed, alone)
 
 
+# One SGD step of the training model, in one process on the global batch of 4, or as
+# one of 2 workers (MultiWorkerMirroredStrategy from TF_CONFIG). Each worker's
+# dataset yields global batches (auto-sharding off, as tfmri.train has it), of which
+# the strategy gives this worker's replica the first half: worker i's first batch
+# starts with examples 2i and 2i + 1, so the two workers together see the 4 examples
+# the single process sees. Prints the weights after the step as one .npz path.
+SGD_STEP_SCRIPT = """
+import json, os, sys
+import keras, numpy as np, tensorflow as tf
+from tfmri.models import pix2pix
+mode, output = sys.argv[1], sys.argv[2]
+if mode == "multi":
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+else:
+    strategy, index = tf.distribute.get_strategy(), None
+tf.config.experimental.enable_op_determinism()
+rng = np.random.default_rng(0)
+target = rng.standard_normal((4, 32, 32, 1)).astype("float32")
+inputs = {"zero_filled": (target + rng.standard_normal(target.shape)).astype("float32"),
+          "mean": np.ones(4, "float32"), "std": np.ones(4, "float32"),
+          "max_value": np.full(4, 4.0, "float32")}
+if index is not None:
+    order = [2 * index, 2 * index + 1, 2 - 2 * index, 3 - 2 * index]
+    inputs = {key: value[order] for key, value in inputs.items()}
+    target = target[order]
+data = tf.data.Dataset.from_tensors((inputs, target))
+off = tf.data.Options()
+off.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+data = data.with_options(off)
+config = pix2pix.ModelConfig(image_size=32, depth=3, base_filters=4, dropout=0.0,
+                             norm="instance", discriminator="patch", d_base_filters=4,
+                             d_norm="instance")
+keras.utils.set_random_seed(0)
+with strategy.scope():
+    model = pix2pix.Pix2Pix(config)
+    model.compile(keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1))
+initial = [w.numpy() for w in model.generator.weights + model.discriminator.weights]
+model.fit(data, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
+after = [w.numpy() for w in model.generator.weights + model.discriminator.weights]
+np.savez(output, *initial, *after)
+print(output)
+"""
+
+
+def test_one_sgd_step_on_two_workers_equals_one_process(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    alone = tmp_path / "alone.npz"
+    result = subprocess.run(
+        [sys.executable, "-c", SGD_STEP_SCRIPT, "one", str(alone)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    addresses = [f"127.0.0.1:{port}" for port in launch_local_cluster.free_ports(2)]
+    outputs = [tmp_path / f"worker{index}.npz" for index in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", SGD_STEP_SCRIPT, "multi", str(outputs[index])],
+            env=dict(env, TF_CONFIG=launch_local_cluster.tf_config(addresses, index)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(2)
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr[-3000:]
+    expected = np.load(alone)
+    count = len(expected.files) // 2
+    for output in outputs:
+        got = np.load(output)
+        assert len(got.files) == len(expected.files) and count > 10
+        changes = []
+        for index in range(count):
+            initial, after = expected[f"arr_{index}"], expected[f"arr_{index + count}"]
+            np.testing.assert_array_equal(got[f"arr_{index}"], initial)  # same start
+            changes.append(float(np.max(np.abs(after - initial))))
+            np.testing.assert_allclose(
+                got[f"arr_{index + count}"], after, rtol=1e-5, atol=1e-6, err_msg=str(index)
+            )
+        assert max(changes) > 1e-3  # the step moved the weights
+
+
 def _read_lines(process, lines):
     for line in process.stdout:
         lines.append(line)
