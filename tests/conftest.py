@@ -1,8 +1,10 @@
 """Shared fixtures: small synthetic fastMRI data sets, generated once per session."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -20,6 +22,31 @@ def run_tool(*args, timeout=300):
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
     )
+
+
+def kill_after_checkpoint(args, model_dir, min_step, timeout=240):
+    """Starts a command, SIGKILLs it (and its children) once ``model_dir`` holds a
+    complete checkpoint of step ``min_step`` or later; returns that step."""
+    import tensorflow as tf
+
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        latest = tf.train.latest_checkpoint(model_dir)  # complete checkpoints only
+        if latest and int(latest.split("-")[-1]) >= min_step:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "the command finished before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return int(tf.train.latest_checkpoint(model_dir).split("-")[-1])
 
 
 @pytest.fixture(scope="session")

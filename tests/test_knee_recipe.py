@@ -8,16 +8,14 @@ export in a fresh process, evaluate.
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, kill_after_checkpoint, run_tool
 from tfmri import checkpoints
 from tfmri.data import fastmri_files, masks, pipeline, transforms
 from tfmri.models import matmul_conv, pix2pix
@@ -50,23 +48,7 @@ def knee_run(singlecoil_records, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("knee") / "run")
     args = ["-m", "tfmri.train", f"--flagfile={RECIPE}", f"--data_dir={singlecoil_records}"]
     args += [f"--model_dir={model_dir}", *SMALLER]
-    process = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if tf.train.latest_checkpoint(model_dir):
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "training finished before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = int(tf.train.latest_checkpoint(model_dir).split("-")[-1])
+    killed_at = kill_after_checkpoint(args, model_dir, 1)
     assert killed_at < 6
     resumed = run_tool(*args, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -6,17 +6,15 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from skimage.metrics import structural_similarity
 
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, kill_after_checkpoint, run_tool
 from tests.test_transforms import numpy_ifft2c
 from tfmri.data import fastmri_files, masks
 
@@ -151,25 +149,7 @@ def test_resume_after_kill_continues_from_the_checkpoint(singlecoil_records, tmp
     model_dir = str(tmp_path / "run")
     recipe = ["--epochs=6", "--epochs_decay=0", "--checkpoint_every_steps=1", "--deterministic"]
     args = _train_args(singlecoil_records, model_dir, *recipe)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    process = subprocess.Popen(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        latest = tf.train.latest_checkpoint(model_dir)  # complete checkpoints only
-        if latest and int(latest.split("-")[-1]) >= 6:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "training finished before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = int(tf.train.latest_checkpoint(model_dir).split("-")[-1])
+    killed_at = kill_after_checkpoint(args, model_dir, 6)
     assert 6 <= killed_at < 24
 
     result = run_tool(*args)
