@@ -94,13 +94,12 @@ def recommended_run(report_dir, runs):
     with open(os.path.join(report_dir, "report.json")) as handle:
         document = json.load(handle)
     result = next(r for r in document["results"] if r["acceleration"] == MAIN_ACCELERATION)
-    method_of = {name: method for name, method in runs}
-    scored = [
-        (result["summary"][method]["ssim"]["mean"], name, method)
-        for name, method in method_of.items()
-        if method in result["summary"]
-    ]
-    ssim, name, method = max(scored)
+    summary = result["summary"]
+    ssim, name, method = max(
+        (summary[method]["ssim"]["mean"], name, method)
+        for name, method in runs
+        if method in summary
+    )
     return name, method, ssim
 
 
