@@ -106,14 +106,14 @@ def make_volume(slices, rng, noise, width):
     for image in slices:
         field = np.zeros((synthetic.READOUT, width))
         field[top : top + height, left : left + image_width] = scale * image
-        kspace = synthetic._fft2c(field * phase)
+        kspace = synthetic.fft2c(field * phase)
         sigma = noise * scale * float(slices.max())
         kspace += sigma * (
             rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)
         )
         kspace[..., :padding_left] = 0
         kspace[..., padding_left + acquired :] = 0
-        target = np.abs(synthetic._center_crop(synthetic._ifft2c(kspace), synthetic.RECON))
+        target = np.abs(synthetic.center_crop(synthetic.ifft2c(kspace), synthetic.RECON))
         kspace_slices.append(kspace.astype(np.complex64))
         target_slices.append(target.astype(np.float32))
     return np.stack(kspace_slices), np.stack(target_slices), header

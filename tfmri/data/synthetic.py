@@ -173,21 +173,28 @@ def coil_sensitivities(rng, coils, width):
 # ---------------------------------------------------------------------------- k-space
 
 
-def _fft2c(image):
+# NumPy versions of the centred orthonormal transforms, for the file writers (here and
+# tfmri.data.anatomy), which run without TensorFlow.
+
+
+def fft2c(image):
+    """Centred orthonormal 2D FFT, NumPy: complex [..., H, W] image -> k-space."""
     axes = (-2, -1)
     return np.fft.fftshift(
         np.fft.fft2(np.fft.ifftshift(image, axes=axes), axes=axes, norm="ortho"), axes=axes
     )
 
 
-def _ifft2c(kspace):
+def ifft2c(kspace):
+    """Centred orthonormal 2D inverse FFT, NumPy: complex [..., H, W] k-space -> image."""
     axes = (-2, -1)
     return np.fft.fftshift(
         np.fft.ifft2(np.fft.ifftshift(kspace, axes=axes), axes=axes, norm="ortho"), axes=axes
     )
 
 
-def _center_crop(x, size):
+def center_crop(x, size):
+    """The centre ``size`` x ``size`` of [..., H, W], fastMRI's rounding."""
     top = (x.shape[-2] - size) // 2
     left = (x.shape[-1] - size) // 2
     return x[..., top : top + size, left : left + size]
@@ -215,13 +222,13 @@ def make_volume(seed, num_slices, coils, width):
         position = 2.0 * (index + 0.5) / num_slices - 1.0
         image = scale * knee_slice(rng, width, position, anatomy)
         coil_images = image[None] * maps if maps is not None else image
-        kspace = _fft2c(coil_images)
+        kspace = fft2c(coil_images)
         kspace += noise_level * (
             rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)
         )
         kspace[..., :padding_left] = 0
         kspace[..., padding_left + acquired :] = 0
-        cropped = np.abs(_center_crop(_ifft2c(kspace), RECON))
+        cropped = np.abs(center_crop(ifft2c(kspace), RECON))
         target = np.sqrt((cropped**2).sum(axis=0)) if maps is not None else cropped
         kspace_slices.append(kspace.astype(np.complex64))
         target_slices.append(target.astype(np.float32))
