@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorboard.plugins.hparams import api as hparams_api  # noqa: E402
 
-from tfmri import checkpoints, config, fileio, runtime, visualize  # noqa: E402
-from tfmri.data import pipeline, transforms  # noqa: E402
+from tfmri import checkpoints, config, fileio, runtime, visualize, volumes  # noqa: E402
+from tfmri.data import pipeline  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.models import pix2pix  # noqa: E402
 
@@ -149,12 +149,10 @@ def comparison_image(model, inputs):
     """uint8 [S, 4 * S] comparison of the model's reconstruction of one validation slice
     with its zero-filled input and stored target (unclamped)."""
     inputs = {key: value[None] for key, value in inputs.items()}
-    prediction = np.asarray(model(inputs, training=False))[..., 0]
-    mean = np.reshape(inputs["mean"], [-1, 1, 1])
-    std = np.reshape(inputs["std"], [-1, 1, 1])
+    prediction = volumes.denormalized(model(inputs, training=False), inputs)
     return visualize.comparison_grid(
         np.asarray(inputs["zero_filled_image"]),
-        transforms.denormalize(prediction, mean, std),
+        np.asarray(prediction),
         np.asarray(inputs["target_image"]),
     )
 
