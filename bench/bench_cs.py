@@ -44,7 +44,15 @@ flags.DEFINE_string("split", "singlecoil_val", "Folder of --data_dir to read.")
 flags.DEFINE_integer("slices_per_volume", 4, "Middle slices taken from each volume.", lower_bound=1)
 flags.DEFINE_integer("max_volumes", 4, "Volumes read from the split.", lower_bound=1)
 flags.DEFINE_enum("acceleration", "8", ["4", "8"], "4 (centre 0.08) or 8 (centre 0.04).")
-flags.DEFINE_float("cs_lambda", cs_tv.DEFAULT_LAMBDA, "tfmri CS-TV regularisation weight.")
+flags.DEFINE_string(
+    "cs_lambda",
+    cs_tv.AUTO,
+    "tfmri CS-TV regularisation weight: a number, or 'auto' to choose it on --tune_split "
+    "as tfmri.report does.",
+)
+flags.DEFINE_string(
+    "tune_split", "singlecoil_train", "Folder of --data_dir on which --cs_lambda=auto chooses."
+)
 flags.DEFINE_integer("cs_iterations", cs_tv.DEFAULT_ITERATIONS, "tfmri CS-TV iterations.")
 flags.DEFINE_string("bart", "bart", "The BART executable.")
 flags.DEFINE_bool("sweep", False, "Only tfmri: NMSE / SSIM over a lambda x iterations grid.")
@@ -54,16 +62,18 @@ SWEEP_LAMBDAS = (0.001, 0.002, 0.005, 0.01, 0.02)
 SWEEP_ITERATIONS = (50, 100, 200)
 
 
-def load_slices(directory):
+def load_slices(directory, max_volumes=None, slices_per_volume=None):
     """[(name, masked k-space [n, ...], mask [W], target [n, 320, 320])] per volume."""
+    max_volumes = max_volumes or FLAGS.max_volumes
+    slices_per_volume = slices_per_volume or FLAGS.slices_per_volume
     spec = masks.parse_spec("random", [CENTER_FRACTIONS[FLAGS.acceleration]], [FLAGS.acceleration])
     volumes = []
-    for path in fastmri_files.list_volumes(directory)[: FLAGS.max_volumes]:
+    for path in fastmri_files.list_volumes(directory)[:max_volumes]:
         volume = fastmri_files.read_volume(path)
         if volume.target is None:
             raise UserError(f"{path}: no target to compare with; use a train or val split")
-        middle, half = volume.num_slices // 2, FLAGS.slices_per_volume // 2
-        chosen = slice(max(middle - half, 0), max(middle - half, 0) + FLAGS.slices_per_volume)
+        middle, half = volume.num_slices // 2, slices_per_volume // 2
+        chosen = slice(max(middle - half, 0), max(middle - half, 0) + slices_per_volume)
         mask, _ = masks.MaskFunction(spec)(
             volume.kspace.shape[-1], seed=masks.volume_seed(volume.name)
         )
@@ -140,6 +150,26 @@ def _line(name, scores, seconds_per_slice):
     return f"{name:<28}{cells}{seconds_per_slice:>12.3f}"
 
 
+def choose_lambda(data_dir):
+    """--cs_lambda=auto: cs_tv.choose_lambda on 2 middle slices of 4 volumes of --tune_split
+    (the choice tfmri.report makes on its converted data)."""
+    directory = os.path.join(data_dir, FLAGS.tune_split)
+    if FLAGS.tune_split == FLAGS.split or not os.path.isdir(directory):
+        raise UserError(
+            f"--tune_split: {directory} is not a directory other than --split's; give a "
+            "split to choose lambda on, or a number, e.g. --cs_lambda=0.005"
+        )
+    groups = []
+    for _, kspace, mask, target in load_slices(directory, 4, 2):
+        masks_ = tf.constant(np.tile(mask, (len(kspace), 1)), tf.float32)
+        measured = cs_tv.measured_hybrid(tf.constant(kspace), masks_, 320)
+        groups.append((measured, masks_, target))
+    chosen, scores = cs_tv.choose_lambda(groups, FLAGS.cs_iterations)
+    table = ", ".join(f"{k:g}: {v['nmse']:.4f}/{v['ssim']:.4f}" for k, v in scores.items())
+    print(f"lambda {chosen:g} chosen on {FLAGS.tune_split} (lambda: NMSE/SSIM) {table}")
+    return chosen
+
+
 def sweep(volumes):
     print(f"{'lambda':>8}{'iterations':>12}{'NMSE':>10}{'PSNR':>10}{'SSIM':>10}{'s/slice':>10}")
     count = sum(len(kspace) for _, kspace, _, _ in volumes)
@@ -157,7 +187,11 @@ def sweep(volumes):
 def main(argv):
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
-    options = cs_tv.CsTvOptions(FLAGS.cs_lambda, FLAGS.cs_iterations)
+    try:
+        regularization = cs_tv.parse_lambda(FLAGS.cs_lambda)
+        cs_tv.CsTvOptions(cs_tv.DEFAULT_LAMBDA, FLAGS.cs_iterations)
+    except ValueError as error:
+        raise UserError(f"--cs_lambda/--cs_iterations: {error}") from None
     with tempfile.TemporaryDirectory() as workdir:
         data_dir = FLAGS.data_dir
         if data_dir is None:
@@ -177,6 +211,9 @@ def main(argv):
         if FLAGS.sweep:
             sweep(volumes)
             return
+        if regularization == cs_tv.AUTO:
+            regularization = choose_lambda(data_dir)
+        options = cs_tv.CsTvOptions(regularization, FLAGS.cs_iterations)
 
         images, seconds, compile_seconds = tfmri_reconstruct(volumes, options)
         zero_filled = [

@@ -16,7 +16,8 @@ def anatomy_set(tmp_path_factory):
 
 def test_files_are_fastmri_volumes_of_the_template(anatomy_set):
     _, paths, spec = anatomy_set
-    assert len(paths) == len(anatomy.PLANES)
+    assert len(paths) == 2 * len(anatomy.PLANES)  # a check and a tuning volume per plane
+    assert [p.split("/")[-2] for p in paths] == [anatomy.SPLIT] * 3 + [anatomy.TUNE_SPLIT] * 3
     template = anatomy.load_template()
     assert template.shape == (197, 233, 189) and template.max() > 0
     for path in paths:
@@ -42,7 +43,7 @@ def test_planes_differ_and_generation_is_deterministic(anatomy_set, tmp_path):
         np.testing.assert_array_equal(
             fastmri_files.read_volume(first).kspace, fastmri_files.read_volume(second).kspace
         )
-    targets = [fastmri_files.read_volume(p).target[0] for p in paths]
+    targets = [fastmri_files.read_volume(p).target[0] for p in paths[:3]]
     assert not np.allclose(targets[0], targets[1]) and not np.allclose(targets[1], targets[2])
 
 
@@ -53,4 +54,20 @@ def test_converts_and_feeds_the_evaluation_pipeline(anatomy_set, tmp_path):
     options = pipeline.PipelineOptions(pipeline.masks.MaskSpec("random", (0.04,), (8,)))
     dataset = pipeline.make_dataset(records, anatomy.SPLIT, options, training=False)
     names = {name.decode() for inputs, _ in dataset for name in inputs["volume"].numpy()}
-    assert names == {p.split("/")[-1] for p in paths}
+    assert names == {p.split("/")[-1] for p in paths[:3]}
+
+
+@pytest.mark.parametrize("volumes_per_plane, tune", [(1, 1), (2, 1), (3, 2)])
+def test_tuning_volumes_share_no_slice_with_the_checks(volumes_per_plane, tune):
+    spec = anatomy.AnatomySpec(volumes_per_plane, num_slices=6, tune_volumes_per_plane=tune)
+    shape = (197, 233, 189)
+    plan = anatomy.volume_plan(shape, spec)
+    for plane in anatomy.PLANES:
+        depth = shape[2 - anatomy.PLANES.index(plane)]
+        checks = {
+            i for split, _, p, ind in plan if p == plane and split == anatomy.SPLIT for i in ind
+        }
+        tuning = [ind for split, _, p, ind in plan if p == plane and split == anatomy.TUNE_SPLIT]
+        assert len(checks) == volumes_per_plane * 6 and len(tuning) == tune
+        for indices in tuning:
+            assert not checks & set(indices) and 0 <= min(indices) and max(indices) < depth

@@ -162,3 +162,43 @@ def test_scale_invariance(singlecoil_raw):
 def test_bad_options(regularization, iterations):
     with pytest.raises(ValueError, match="CS-TV"):
         cs_tv.CsTvOptions(regularization, iterations)
+
+
+def _tuning_group(kspace, target, noise, rng):
+    """(measured, mask, target) of slices with complex Gaussian k-space noise of std
+    ``noise`` times the target's maximum (the target stays the clean image)."""
+    scale = noise * float(target.max())
+    noisy = kspace + scale * _random_complex(rng, kspace.shape)
+    measured_kspace, mask = _masked(noisy.astype(np.complex64))
+    return cs_tv.measured_hybrid(measured_kspace, mask, 320), mask, target
+
+
+def test_auto_lambda_smooths_noisy_data_more(singlecoil_raw):
+    """--cs_lambda=auto: on data with heavy noise the chosen weight is larger than on
+    clean data, and the chosen lambda's scores are those of the solver at that lambda."""
+    kspace, target = _slices(singlecoil_raw, "singlecoil_train", 2)
+    rng = np.random.default_rng(0)
+    grid = (0.0005, 0.002, 0.005, 0.02, 0.1)
+    chosen = {}
+    for noise in (0.0, 0.1):
+        group = _tuning_group(kspace, target, noise, rng)
+        chosen[noise], scores = cs_tv.choose_lambda([group], iterations=40, grid=grid)
+        assert set(scores) == set(grid) and chosen[noise] in grid
+        image = cs_tv.reconstruct_hybrid(group[0], group[1], cs_tv.CsTvOptions(chosen[noise], 40))
+        expected = metrics.ssim(target, image.numpy())
+        assert scores[chosen[noise]]["ssim"] == pytest.approx(expected, abs=1e-4)
+        # Never a lambda whose NMSE is far from the best the grid offers.
+        best_nmse = min(score["nmse"] for score in scores.values())
+        assert scores[chosen[noise]]["nmse"] <= 1.1 * best_nmse + 1e-12
+    assert chosen[0.1] > chosen[0.0]
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "abc", "nan", ""])
+def test_bad_lambda_is_refused(text):
+    with pytest.raises(ValueError, match="auto"):
+        cs_tv.parse_lambda(text)
+
+
+def test_lambda_parses_auto_and_numbers():
+    assert cs_tv.parse_lambda("auto") == cs_tv.AUTO == cs_tv.parse_lambda(" AUTO ")
+    assert cs_tv.parse_lambda("0.01") == 0.01

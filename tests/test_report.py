@@ -104,10 +104,13 @@ def test_cs_tv_numbers_equal_the_module_on_the_raw_files(report, singlecoil_raw)
             volume = fastmri_files.read_volume(os.path.join(singlecoil_raw, "singlecoil_val", name))
             width = volume.kspace.shape[-1]
             mask, _ = masks.MaskFunction(spec)(width, seed=masks.volume_seed(name))
+            # --cs_lambda=auto (the default) chose lambda on the training split.
+            chosen = _setting(document, acceleration)["cs_tv"]["lambda"]
+            assert chosen in cs_tv.LAMBDA_GRID
             image = cs_tv.reconstruct(
                 volume.kspace,
                 np.tile(mask, (volume.num_slices, 1)),
-                cs_tv.CsTvOptions(cs_tv.DEFAULT_LAMBDA, CS_ITERATIONS),
+                cs_tv.CsTvOptions(chosen, CS_ITERATIONS),
             ).numpy()
             expected = metrics.volume_metrics(volume.target, image)
             assert row["nmse"] == pytest.approx(expected["nmse"], rel=1e-3)
@@ -127,6 +130,11 @@ def test_tables_timings_and_figures(report):
     for acceleration in (4, 8):
         nmse = _setting(document, acceleration)["summary"]["cs_tv"]["nmse"]
         assert f"| cs_tv | {nmse['mean']:.4f} +/- {nmse['std']:.4f}" in text
+        # The lambda chosen on the training split is reported with the scores it won on.
+        cs = _setting(document, acceleration)["cs_tv"]
+        assert len(cs["tuning"]) == len(cs_tv.LAMBDA_GRID)
+        assert f"CS-TV lambda {cs['lambda']:g}:" in text
+    assert document["cs_tv"]["tune_split"] == "singlecoil_train"
     assert "== 4x" in stdout and "== 8x" in stdout
     for name in ("examples_4x.png", "examples_8x.png", "training_curves.png"):
         with open(os.path.join(report_dir, name), "rb") as handle:
@@ -150,6 +158,9 @@ def test_tables_timings_and_figures(report):
         (["--methods=zero_filled,cs_tv,unet,pix2pix,bm3d"], "--methods"),
         (["--accelerations=4,8", "--center_fractions=0.08"], "one centre fraction per"),
         (["--cs_lambda=0"], "--cs_lambda"),
+        (["--cs_lambda=often"], "--cs_lambda"),
+        (["--cs_tune_split=singlecoil_val"], "--cs_tune_split"),
+        (["--cs_tune_split=singlecoil_tune"], "--cs_tune_split"),
     ],
 )
 def test_bad_flags(singlecoil_records, runs, tmp_path, extra, message):
@@ -181,6 +192,7 @@ def test_multicoil_zero_filled_and_cs_tv(multicoil_records, tmp_path):
         "--center_fractions=0.04",
         "--accelerations=8",
         f"--cs_iterations={CS_ITERATIONS}",
+        "--cs_tune_split=multicoil_train",
         f"--report_dir={report_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]

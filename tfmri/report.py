@@ -47,6 +47,7 @@ from tfmri.progress import ProgressBar  # noqa: E402
 FLAGS = flags.FLAGS
 METHODS = ("zero_filled", "cs_tv", "unet", "pix2pix")
 LEARNED = ("unet", "pix2pix")
+TUNE_SLICES = 2  # middle slices per volume on which --cs_lambda=auto scores each lambda
 flags.DEFINE_list("methods", list(METHODS), f"Methods to compare, of {', '.join(METHODS)}.")
 flags.DEFINE_list(
     "checkpoints",
@@ -54,8 +55,23 @@ flags.DEFINE_list(
     "Training runs (--model_dir of tfmri.train, newest checkpoint) or ckpt-N prefixes of the "
     "learned methods, one per method and acceleration.",
 )
-flags.DEFINE_float("cs_lambda", cs_tv.DEFAULT_LAMBDA, "CS-TV regularisation weight (lambda).")
+flags.DEFINE_string(
+    "cs_lambda",
+    cs_tv.AUTO,
+    "CS-TV regularisation weight (lambda): a number, or 'auto' to choose it at each "
+    "acceleration on the middle slices of a few volumes of --cs_tune_split (best SSIM of "
+    "the lambdas within 10 % of the best NMSE).",
+)
 flags.DEFINE_integer("cs_iterations", cs_tv.DEFAULT_ITERATIONS, "CS-TV iterations.")
+flags.DEFINE_string(
+    "cs_tune_split",
+    None,
+    "Split of --data_dir on which --cs_lambda=auto chooses lambda (default: --train_split); "
+    "never the evaluated --val_split.",
+)
+flags.DEFINE_integer(
+    "cs_tune_volumes", 4, "Volumes of --cs_tune_split used by --cs_lambda=auto.", lower_bound=1
+)
 flags.DEFINE_string("report_dir", "runs/report", "Where report.md, report.json and figures go.")
 flags.DEFINE_integer("num_example_volumes", 2, "Volumes (middle slice) in examples_<A>x.png.")
 
@@ -140,9 +156,25 @@ def check_flags():
     if FLAGS.batch_size < 1 or FLAGS.num_example_volumes < 0:
         raise UserError("--batch_size must be >= 1 and --num_example_volumes >= 0")
     try:
-        cs_tv.CsTvOptions(FLAGS.cs_lambda, FLAGS.cs_iterations)
+        regularization = cs_tv.parse_lambda(FLAGS.cs_lambda)
+        cs_tv.CsTvOptions(cs_tv.DEFAULT_LAMBDA, FLAGS.cs_iterations)
     except ValueError as error:
         raise UserError(f"--cs_lambda/--cs_iterations: {error}") from None
+    if regularization == cs_tv.AUTO and "cs_tv" in FLAGS.methods:
+        split = tune_split()
+        if split == FLAGS.val_split:
+            raise UserError(
+                f"--cs_tune_split={split}: lambda would be chosen on the slices it is scored "
+                "on; give another split (a training split, or scans kept aside for tuning)"
+            )
+        try:
+            pipeline.split_info(FLAGS.data_dir, split)
+        except UserError as error:
+            raise UserError(
+                f"--cs_lambda=auto tunes on --cs_tune_split={split}: {error}; give "
+                "--cs_tune_split=<a split with targets> or a number, e.g. "
+                f"--cs_lambda={cs_tv.DEFAULT_LAMBDA}"
+            ) from None
     pairs = settings()
     runs = [Run(path) for path in FLAGS.checkpoints]
     wanted = {acceleration for acceleration, _ in pairs}
@@ -165,6 +197,43 @@ def check_flags():
             )
     _, entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
     return pairs, runs, entry
+
+
+def tune_split():
+    return FLAGS.cs_tune_split or FLAGS.train_split
+
+
+def tuning_slices(spec):
+    """[(measured, mask, target)] of the middle TUNE_SLICES slices of each of the first
+    --cs_tune_volumes volumes of the tuning split, masked as evaluation masks them."""
+    options = pipeline.PipelineOptions(spec, batch_size=1, crop_size=FLAGS.crop_size, measured=True)
+    dataset = pipeline.make_dataset(FLAGS.data_dir, tune_split(), options, training=False)
+    volumes = {}
+    for inputs, _ in dataset:
+        name = inputs["volume"].numpy()[0].decode()
+        if name not in volumes and len(volumes) == FLAGS.cs_tune_volumes:
+            break
+        volumes.setdefault(name, []).append(inputs)
+    groups = []
+    for slices in volumes.values():
+        start = max(len(slices) // 2 - TUNE_SLICES // 2, 0)
+        chosen = slices[start : start + TUNE_SLICES]
+        groups.append(
+            tuple(
+                tf.concat([inputs[key] for inputs in chosen], axis=0)
+                for key in ("measured", "mask", "target_image")
+            )
+        )
+    return groups
+
+
+def cs_lambda_for(spec):
+    """(lambda, {candidate: mean NMSE, SSIM} or None) of one setting: --cs_lambda, or chosen."""
+    regularization = cs_tv.parse_lambda(FLAGS.cs_lambda)
+    if regularization != cs_tv.AUTO:
+        return regularization, None
+    best, scores = cs_tv.choose_lambda(tuning_slices(spec), FLAGS.cs_iterations, FLAGS.crop_size)
+    return best, scores
 
 
 def _dataset(spec, measured=False, data_consistency=False):
@@ -211,11 +280,14 @@ def evaluate_method(name, predict, dataset, rows, examples, bar):
 
 
 def evaluate_setting(acceleration, spec, runs, bar):
-    """(rows, {method: seconds per slice}, examples) of one acceleration."""
+    """(rows, {method: seconds per slice}, examples, CS-TV lambda or None, its tuning
+    scores or None) of one acceleration."""
     rows, seconds, examples = [], {}, {}
+    regularization, tuning = None, None
     # The first pass gives zero-filled (every method's input) and, if asked, CS-TV.
     if "cs_tv" in FLAGS.methods:
-        options = cs_tv.CsTvOptions(FLAGS.cs_lambda, FLAGS.cs_iterations)
+        regularization, tuning = cs_lambda_for(spec)
+        options = cs_tv.CsTvOptions(regularization, FLAGS.cs_iterations)
         predict = cs_predictor(options, FLAGS.crop_size)
         seconds["cs_tv"] = evaluate_method(
             "cs_tv", predict, _dataset(spec, measured=True), rows, examples, bar
@@ -230,11 +302,21 @@ def evaluate_setting(acceleration, spec, runs, bar):
         )
     order = {method: index for index, method in enumerate(METHODS)}
     rows.sort(key=lambda row: order[row["method"]])
-    return rows, seconds, examples
+    return rows, seconds, examples, regularization, tuning
 
 
 def _methods_present(summary):
     return [method for method in METHODS if method in summary]
+
+
+def _lambda_source():
+    if cs_tv.parse_lambda(FLAGS.cs_lambda) != cs_tv.AUTO:
+        return f"{float(FLAGS.cs_lambda):g}"
+    return (
+        f"chosen at each acceleration (best SSIM within 10 % of the best NMSE) on the "
+        f"middle {TUNE_SLICES} slices of "
+        f"{FLAGS.cs_tune_volumes} volumes of `{tune_split()}`"
+    )
 
 
 def markdown(results, runs, num_volumes) -> str:
@@ -245,7 +327,7 @@ def markdown(results, runs, num_volumes) -> str:
         f"Data: `{FLAGS.data_dir}`, split `{FLAGS.val_split}` ({num_volumes} volumes), "
         f"{FLAGS.mask_type} masks fixed per volume. fastMRI metrics per volume "
         "(NMSE, PSNR, SSIM), mean +/- standard deviation over the volumes.",
-        f"CS-TV: lambda {FLAGS.cs_lambda:g}, {FLAGS.cs_iterations} iterations. Seconds per "
+        f"CS-TV: {FLAGS.cs_iterations} iterations, lambda {_lambda_source()}. Seconds per "
         "slice: time in the method in steady state (after a warm-up call), on "
         f"{os.cpu_count()} CPU cores; zero-filled is the shared input.",
         "",
@@ -268,6 +350,18 @@ def markdown(results, runs, num_volumes) -> str:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         for method in (m for m in METHODS if m in FLAGS.methods and m not in summary):
             lines.append(f"| {method} | no run trained at {result['acceleration']}x | | | |")
+        tuning = result["cs_tv"]["tuning"]
+        if tuning:
+            scores = ", ".join(
+                f"{float(k):g}: {v['nmse']:.4f}/{v['ssim']:.4f}" for k, v in tuning.items()
+            )
+            lines += [
+                "",
+                f"CS-TV lambda {result['cs_tv']['lambda']:g}: the best SSIM of the lambdas "
+                "within 10 % of the best NMSE on the tuning slices; (lambda: NMSE/SSIM) "
+                f"{scores}.",
+                "",
+            ]
         lines += [f"![examples]({os.path.basename(result['figure'])})", ""]
     if runs:
         lines += ["## Checkpoints", ""]
@@ -373,7 +467,9 @@ def report(output_dir):
     results = []
     for acceleration, spec in pairs:
         start = time.perf_counter()
-        rows, seconds, examples = evaluate_setting(acceleration, spec, runs, bar)
+        rows, seconds, examples, regularization, tuning = evaluate_setting(
+            acceleration, spec, runs, bar
+        )
         figure = os.path.join(output_dir, f"examples_{acceleration}x.png")
         if FLAGS.num_example_volumes:
             examples_figure(examples, acceleration, figure)
@@ -384,6 +480,10 @@ def report(output_dir):
                 "mask_type": spec.mask_type,
                 "summary": metrics.summarize(rows),
                 "seconds_per_slice": seconds,
+                "cs_tv": {
+                    "lambda": regularization,
+                    "tuning": None if tuning is None else {str(k): v for k, v in tuning.items()},
+                },
                 "wall_seconds": time.perf_counter() - start,
                 "figure": figure,
                 "volumes": rows,
@@ -396,7 +496,11 @@ def report(output_dir):
         "split": FLAGS.val_split,
         "num_volumes": num_volumes,
         "methods": [m for m in METHODS if m in FLAGS.methods],
-        "cs_tv": {"lambda": FLAGS.cs_lambda, "iterations": FLAGS.cs_iterations},
+        "cs_tv": {
+            "lambda": FLAGS.cs_lambda,
+            "iterations": FLAGS.cs_iterations,
+            "tune_split": tune_split() if FLAGS.cs_lambda == cs_tv.AUTO else None,
+        },
         "checkpoints": [
             {"method": r.method, "acceleration": r.acceleration, "checkpoint": r.checkpoint}
             for r in runs

@@ -34,12 +34,18 @@ The data are scaled per slice so that the zero-filled image peaks at 1 before so
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 from tfmri.data import transforms
 
-# Chosen on the synthetic validation split (bench/bench_cs.py --sweep; README).
+# Chosen on the synthetic validation split (bench/bench_cs.py --sweep; README): the
+# fixed lambda of --cs_lambda=<number>; --cs_lambda=auto chooses from LAMBDA_GRID instead.
 DEFAULT_LAMBDA = 0.005
+# Candidates of choose_lambda: a factor of about 2 apart, 20 x either side of the default.
+AUTO = "auto"
+NMSE_SLACK = 1.1  # choose_lambda: lambdas within 10 % of the best NMSE compete on SSIM
+LAMBDA_GRID = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 DEFAULT_ITERATIONS = 100
 # tau / sigma = STEP_BALANCE / lambda (tau * sigma = 1 / ||K||^2 always): the balance that
 # converged fastest over lambda 0.003 to 0.01 on the synthetic validation slices.
@@ -56,6 +62,19 @@ class CsTvOptions:
             raise ValueError(f"CS-TV lambda must be > 0, got {self.regularization}")
         if self.iterations < 1:
             raise ValueError(f"CS-TV iterations must be >= 1, got {self.iterations}")
+
+
+def parse_lambda(text):
+    """``--cs_lambda``: AUTO, or a positive number; raises ValueError naming the choices."""
+    if str(text).strip().lower() == AUTO:
+        return AUTO
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ValueError(f"CS-TV lambda must be 'auto' or a number > 0, got {text!r}")
+    return value
 
 
 def gradient(x):
@@ -157,25 +176,27 @@ def _solve(operator, measured, regularization, iterations, record):
     """
     single = operator.maps is None
     norm_squared = 8.0 if single else 9.0
-    lam = float(regularization)
-    tau = (STEP_BALANCE / lam) ** 0.5 / norm_squared**0.5
+    lam = tf.cast(regularization, tf.float32)  # a Python float or a tensor (one trace for all)
+    tau = tf.sqrt(STEP_BALANCE / lam) / norm_squared**0.5
     sigma = 1.0 / (norm_squared * tau)
+    tau_c, sigma_c = tf.cast(tau, tf.complex64), tf.cast(sigma, tf.complex64)
     x = operator.adjoint(measured)
     mask = operator.mask[:, 0]  # [B, 1, W]
     measured_sc = measured[:, 0]
 
     def data_prox(v):  # argmin_x ||x - v||^2 / (2 tau) + ||M F x - y||^2, single-coil
         columns = transforms.image_to_columns(v)
-        columns = (columns + 2.0 * tau * measured_sc) / (1.0 + 2.0 * tau * mask)
+        step = tf.cast(2.0 * tau, columns.dtype)
+        columns = (columns + step * measured_sc) / (1.0 + step * mask)
         return transforms.columns_to_image(columns)
 
     def step(i, x, x_bar, q, p, history):
-        p = _project(p + sigma * gradient(x_bar), lam)
+        p = _project(p + sigma_c * gradient(x_bar), lam)
         if single:
-            x_new = data_prox(x - tau * gradient_adjoint(p))
+            x_new = data_prox(x - tau_c * gradient_adjoint(p))
         else:
-            q = (q + sigma * (operator.forward(x_bar) - measured)) / (1.0 + sigma / 2.0)
-            x_new = x - tau * (operator.adjoint(q) + gradient_adjoint(p))
+            q = (q + sigma_c * (operator.forward(x_bar) - measured)) / (1.0 + sigma_c / 2.0)
+            x_new = x - tau_c * (operator.adjoint(q) + gradient_adjoint(p))
         if record:
             history = history.write(i, objective(operator, x_new, measured, lam))
         return i + 1, x_new, 2.0 * x_new - x, q, p, history
@@ -210,6 +231,13 @@ def reconstruct_hybrid(measured, mask, options=CsTvOptions(), crop_size=320, rec
       float32 [B, h, crop_size] magnitude, in the units of ``measured``; with
       ``record``, also float32 [B, iterations] objective values (of the scaled problem).
     """
+    return _reconstruct(
+        measured, mask, options.regularization, options.iterations, crop_size, record
+    )
+
+
+def _reconstruct(measured, mask, regularization, iterations, crop_size, record=False):
+    """:func:`reconstruct_hybrid` with lambda a float or a float32 scalar tensor."""
     multicoil = measured.shape.rank == 4
     coils = measured if multicoil else measured[:, None]
     maps = estimate_maps(coils, mask) if multicoil else None
@@ -217,7 +245,7 @@ def reconstruct_hybrid(measured, mask, options=CsTvOptions(), crop_size=320, rec
     zero_filled = tf.abs(operator.adjoint(coils))
     scale = tf.maximum(tf.reduce_max(zero_filled, axis=[1, 2]), 1e-30)  # [B]
     scaled = coils / tf.cast(scale[:, None, None, None], coils.dtype)
-    x, history = _solve(operator, scaled, options.regularization, options.iterations, record)
+    x, history = _solve(operator, scaled, regularization, iterations, record)
     width = tf.shape(x)[-1]
     left = (width - crop_size) // 2
     image = tf.abs(x[..., left : left + crop_size]) * scale[:, None, None]
@@ -238,6 +266,13 @@ def measured_hybrid(kspace, mask, crop_size):
 _measured_graph = tf.function(measured_hybrid)
 # reconstruct_hybrid compiled with XLA (once per shape and options; `record` unsupported).
 reconstruct_hybrid_xla = tf.function(reconstruct_hybrid, jit_compile=True)
+# The same with lambda a tensor: one compilation per shape serves a whole lambda grid.
+_reconstruct_any_lambda = tf.function(
+    lambda measured, mask, regularization, iterations, crop_size: _reconstruct(
+        measured, mask, regularization, iterations, crop_size
+    ),
+    jit_compile=True,
+)
 
 
 def reconstruct(kspace, mask, options=CsTvOptions(), crop_size=320):
@@ -258,3 +293,44 @@ def reconstruct(kspace, mask, options=CsTvOptions(), crop_size=320):
     mask = tf.convert_to_tensor(mask, tf.float32)
     measured = _measured_graph(kspace, mask, crop_size)
     return reconstruct_hybrid_xla(measured, mask, options, crop_size)
+
+
+def choose_lambda(batches, iterations=DEFAULT_ITERATIONS, crop_size=320, grid=LAMBDA_GRID):
+    """The lambda of ``grid`` with the best SSIM of those within NMSE_SLACK of the best NMSE.
+
+    ``--cs_lambda=auto``: the weight of TV against the data depends on the noise and the
+    content of the scans, so it is chosen on a few slices of the user's own data (a
+    split other than the one evaluated), at each acceleration, rather than fixed once on
+    the phantom. fastMRI reports both NMSE and SSIM, and on noisy data they pull apart:
+    the target keeps its noise, so SSIM alone can prefer a lambda that keeps the noise
+    and costs a third more NMSE; hence SSIM among the lambdas close to the best NMSE.
+
+    Args:
+      batches: [(measured complex64 [B, h, W] or [B, C, h, W], mask float32 [B, W],
+        target float32 [B, h, crop_size])], one group of slices of a volume each (scored
+        as a volume, by the fastMRI metrics).
+      iterations: CS-TV iterations, as the reconstructions that follow will run.
+      crop_size: the output's width.
+      grid: candidate lambdas.
+
+    Returns:
+      (chosen lambda, {lambda: {"nmse": mean, "ssim": mean} over the groups}).
+    """
+    from tfmri import metrics
+
+    if not batches:
+        raise ValueError("choose_lambda needs at least one group of slices")
+    scores = {}
+    for regularization in grid:
+        values = []
+        for measured, mask, target in batches:
+            images = _reconstruct_any_lambda(
+                measured, mask, tf.constant(regularization, tf.float32), iterations, crop_size
+            )
+            target, images = np.asarray(target), np.asarray(images)
+            values.append((metrics.nmse(target, images), metrics.ssim(target, images)))
+        nmse, ssim = np.mean(values, axis=0)
+        scores[regularization] = {"nmse": float(nmse), "ssim": float(ssim)}
+    best_nmse = min(score["nmse"] for score in scores.values())
+    close = [lam for lam, score in scores.items() if score["nmse"] <= best_nmse * NMSE_SLACK]
+    return max(close, key=lambda lam: scores[lam]["ssim"]), scores

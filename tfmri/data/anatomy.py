@@ -14,6 +14,11 @@ phase, the centred
 orthonormal FFT, complex Gaussian noise added in k-space, zero-padded edge columns,
 scaled to fastMRI's tiny single-coil intensities, and ``reconstruction_esc`` the
 cropped magnitude of the fully sampled data.
+
+Next to the check volumes (``singlecoil_val``) it writes a few volumes of other
+slices (``singlecoil_tune``, disjoint from them): the "user's own data" on which
+``--cs_lambda=auto`` chooses CS-TV's weight before the check set is scored, as a user
+would choose it on scans of their own. Neither split is ever trained on.
 """
 
 import dataclasses
@@ -29,6 +34,7 @@ TEMPLATE_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 PLANES = ("axial", "coronal", "sagittal")
 EXTENT = 280  # pixels of the 320 crop spanned by the brain's longer side
 SPLIT = "singlecoil_val"
+TUNE_SPLIT = "singlecoil_tune"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +44,7 @@ class AnatomySpec:
     slice_spacing: int = 3  # voxels (mm) between neighbouring slices of a volume
     noise: float = 0.01  # k-space noise std over the image maximum (the pixel SNR)
     seed: int = 0
+    tune_volumes_per_plane: int = 1  # volumes of TUNE_SPLIT, from other slices
 
 
 def load_template() -> np.ndarray:
@@ -120,33 +127,46 @@ def make_volume(slices, rng, noise, width):
 
 
 def volume_plan(template_shape, spec: AnatomySpec):
-    """[(file name, plane, slice indices)] of the set: volumes spread around each plane's
-    middle, within the central half of the head."""
+    """[(split, file name, plane, slice indices)] of the set: check volumes spread around
+    each plane's middle, within the central 40 % of the head; tuning volumes just outside
+    that range (alternately below and above), so they share no slice with the checks."""
     plan = []
     for plane in PLANES:
         depth = template_shape[2 - PLANES.index(plane)]
         extent = spec.num_slices * spec.slice_spacing
-        starts = np.linspace(depth * 0.3, depth * 0.7 - extent, spec.volumes_per_plane)
-        for number, start in enumerate(starts.astype(int)):
+        low, high = int(depth * 0.3), int(depth * 0.7)
+        starts = np.linspace(low, high - extent, spec.volumes_per_plane).astype(int)
+        for number, start in enumerate(starts):
             indices = range(start, start + extent, spec.slice_spacing)
-            plan.append((f"mni152_t1_{plane}_{number}.h5", plane, list(indices)))
+            plan.append((SPLIT, f"mni152_t1_{plane}_{number}.h5", plane, list(indices)))
+        for number in range(spec.tune_volumes_per_plane):
+            below, step = number % 2 == 0, number // 2 + 1
+            gap = step * (extent + spec.slice_spacing)
+            start = low - gap if below else high + gap - extent
+            indices = range(start, start + extent, spec.slice_spacing)
+            name = f"mni152_t1_{plane}_tune{number}.h5"
+            plan.append((TUNE_SPLIT, name, plane, list(indices)))
     return plan
 
 
 def generate(spec: AnatomySpec, output_dir, progress=None):
-    """Writes ``<output_dir>/singlecoil_val/mni152_t1_<plane>_<n>.h5``; returns the paths.
+    """Writes ``<output_dir>/singlecoil_val/mni152_t1_<plane>_<n>.h5`` and
+    ``<output_dir>/singlecoil_tune/mni152_t1_<plane>_tune<n>.h5``; returns the paths
+    (check volumes first).
 
     Files that already exist are kept (the set is deterministic for ``spec``).
     """
     template = load_template()
-    split_dir = os.path.join(output_dir, SPLIT)
-    os.makedirs(split_dir, exist_ok=True)
-    rng = np.random.default_rng(spec.seed)
     plan = volume_plan(template.shape, spec)
+    for split in {entry[0] for entry in plan}:
+        os.makedirs(os.path.join(output_dir, split), exist_ok=True)
+    # One seed per check volume first, so adding tuning volumes leaves the checks as they were.
+    rng = np.random.default_rng(spec.seed)
     seeds = rng.integers(0, 2**31, size=len(plan))
+    plan = sorted(plan, key=lambda entry: entry[0] != SPLIT)
     written = []
-    for done, ((name, plane, indices), seed) in enumerate(zip(plan, seeds), start=1):
-        path = os.path.join(split_dir, name)
+    for done, ((split, name, plane, indices), seed) in enumerate(zip(plan, seeds), start=1):
+        path = os.path.join(output_dir, split, name)
         if not os.path.exists(path):
             volume_rng = np.random.default_rng(seed)
             width = int(volume_rng.choice(synthetic.WIDTHS))
