@@ -17,6 +17,13 @@ setup(
         "crc32c>=2.3",  # TFRecord checksums for the converter, which runs without TensorFlow
         "tensorflow-serving-api>=2.21,<2.22",  # the serving client's gRPC PredictRequest
         "matplotlib>=3.7",  # the report's figures
+        # The main job: scikit-image bundles the photographs of the demo data
+        # (tfmri/data/natural.py); nilearn the MNI152 template of the real-anatomy check
+        # set, which nibabel reads and scipy resizes (tfmri/data/anatomy.py).
+        "scikit-image>=0.21",
+        "scipy>=1.10",
+        "nilearn>=0.10",
+        "nibabel>=5",
     ],
     extras_require={
         "test": [

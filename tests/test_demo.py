@@ -94,3 +94,32 @@ def test_main_job_savedmodel_in_a_fresh_process_equals_its_reconstructions(demo_
     assert reconstructed.shape == served.shape and served.shape[1:] == (320, 320)
     assert np.abs(served).max() > 0
     np.testing.assert_allclose(reconstructed, served, rtol=0, atol=1e-5 * np.abs(served).max())
+
+
+def test_main_job_scores_the_real_anatomy_check_set(demo_run):
+    workdir, _, stdout = demo_run
+    with open(workdir / "report" / "report.json") as handle:
+        document = json.load(handle)
+    assert document["check"]["data_dir"] == str(workdir / "anatomy_tfrecords")
+    (check,) = [r for r in document["results"] if r["data"] == "check"]
+    assert set(check["summary"]) == {"zero_filled", "cs_tv", "unet", "pix2pix"}
+    assert {row["volume"] for row in check["volumes"]} == {
+        name for name in os.listdir(workdir / "anatomy" / "singlecoil_val")
+    }
+    assert "== check set 8x" in stdout
+    # The demo data are photographs made MR-like, and the runs keep the measured data.
+    with open(workdir / "fastmri" / "source.json") as handle:
+        assert json.load(handle)["source"] == "natural"
+    with open(workdir / "unet" / "model.json") as handle:
+        assert json.load(handle)["config"]["data_consistency"]
+
+
+def test_main_job_refuses_to_mix_data_sources(tmp_path):
+    raw = tmp_path / "runs" / "fastmri"
+    raw.mkdir(parents=True)
+    (raw / "source.json").write_text('{"source": "knee"}')
+    result = run_tool("-m", "tfmri.demo", f"--workdir={tmp_path / 'runs'}", *QUICK)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "--data_source=natural" in last and "knee" in last
+    assert os.listdir(raw) == ["source.json"]

@@ -204,3 +204,64 @@ def test_multicoil_zero_filled_and_cs_tv(multicoil_records, tmp_path):
         assert row["nmse"] < zero_filled[volume]["nmse"]
         assert row["ssim"] > zero_filled[volume]["ssim"]
     assert not os.path.exists(os.path.join(report_dir, "training_curves.png"))
+
+
+def test_check_set_section_scores_its_own_data(singlecoil_records, tmp_path):
+    """--check_data_dir: the same methods on a second data set, in a section of its own.
+    Given the main data again, its numbers are the main section's."""
+    report_dir = str(tmp_path / "report")
+    result = run_tool(
+        "-m",
+        "tfmri.report",
+        f"--data_dir={singlecoil_records}",
+        f"--check_data_dir={singlecoil_records}",
+        "--check_tune_split=singlecoil_train",
+        "--methods=zero_filled,cs_tv",
+        "--center_fractions=0.04",
+        "--accelerations=8",
+        f"--cs_iterations={CS_ITERATIONS}",
+        f"--report_dir={report_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(report_dir, "report.json")) as handle:
+        document = json.load(handle)
+    main, check = document["results"]
+    assert (main["data"], check["data"]) == ("main", "check")
+    assert document["check"]["data_dir"] == singlecoil_records
+    for method in ("zero_filled", "cs_tv"):
+        assert _rows(check, method).keys() == _rows(main, method).keys()
+        for volume, row in _rows(check, method).items():
+            for metric in metrics.NAMES:
+                assert row[metric] == pytest.approx(_rows(main, method)[volume][metric], rel=1e-6)
+    with open(os.path.join(report_dir, "report.md")) as handle:
+        text = handle.read()
+    assert "# Check set" in text and "## check set, 8x" in text
+    assert os.path.exists(os.path.join(report_dir, "check_examples_8x.png"))
+    assert "== check set 8x" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--check_data_dir=/nonexistent"], "--check_data_dir"),
+        (["--check_tune_split=singlecoil_val"], "--check_tune_split"),
+        (["--check_split=nosuch"], "--check_split"),
+    ],
+)
+def test_bad_check_set_flags(singlecoil_records, tmp_path, extra, message):
+    report_dir = str(tmp_path / "report")
+    args = [f"--check_data_dir={singlecoil_records}", "--check_tune_split=singlecoil_train"]
+    result = run_tool(
+        "-m",
+        "tfmri.report",
+        f"--data_dir={singlecoil_records}",
+        "--methods=zero_filled,cs_tv",
+        "--center_fractions=0.04",
+        "--accelerations=8",
+        f"--report_dir={report_dir}",
+        *args,
+        *extra,
+    )
+    assert result.returncode == 1
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert not os.path.exists(report_dir)

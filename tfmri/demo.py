@@ -38,7 +38,7 @@ from tfmri import cli
 cli.quiet_tensorflow()
 
 from tfmri import fileio  # noqa: E402
-from tfmri.data import convert, synthetic  # noqa: E402
+from tfmri.data import anatomy, convert, synthetic  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
 
@@ -48,11 +48,25 @@ flags.DEFINE_integer("num_volumes", 10, "Synthetic volumes to generate.", lower_
 flags.DEFINE_integer("num_slices", 12, "Slices per synthetic volume.", lower_bound=1)
 flags.DEFINE_integer("data_seed", 0, "Seed of the synthetic data.")
 flags.DEFINE_bool("with_4x", False, "Also train at 4x and report 4x next to 8x.")
+flags.DEFINE_enum(
+    "data_source",
+    "natural",
+    list(synthetic.SOURCES),
+    "Synthetic data: 'natural' (photographs made MR-like, tfmri/data/natural.py), which "
+    "teaches reconstruction that carries over to real anatomy, or 'knee' (the knee phantom).",
+)
 flags.DEFINE_bool(
     "data_consistency",
-    False,
-    "Train every run with --data_consistency, in <workdir>/<run>_dc (the learned methods "
-    "then keep the measured k-space, as CS-TV does).",
+    True,
+    "Train with k-space data consistency, as the demo configs do (the learned methods keep "
+    "the measured k-space, as CS-TV does); --nodata_consistency trains every run without "
+    "it, into <workdir>/<run>_nodc.",
+)
+flags.DEFINE_bool(
+    "check_set",
+    True,
+    "Also write the real-anatomy check set (tools/make_real_anatomy.py) into "
+    "<workdir>/anatomy and score every method on it in the report's check-set section.",
 )
 flags.DEFINE_string("export_dir", "savedmodel", "Base directory of the exported SavedModels.")
 flags.DEFINE_string(
@@ -89,11 +103,57 @@ def _run(module, flagfile, overrides):
         raise UserError(f"{module} failed (exit {result.returncode}); rerun the demo to resume")
 
 
+def _check_source(raw_dir, spec):
+    """Refuses to add volumes of another source to an existing work directory."""
+    record = os.path.join(raw_dir, "source.json")
+    previous = None
+    if os.path.exists(record):
+        with open(record) as handle:
+            previous = json.load(handle)["source"]
+    elif os.path.isdir(raw_dir) and os.listdir(raw_dir):
+        previous = "knee"  # written before the record existed, when the phantom was all
+    if previous is not None:
+        if previous != spec.source:
+            raise UserError(
+                f"--data_source={spec.source}: {raw_dir} holds {previous} volumes; give "
+                f"another --workdir or --data_source={previous}"
+            )
+    else:
+        os.makedirs(raw_dir, exist_ok=True)
+        fileio.write_json(record, {"source": spec.source})
+
+
+def check_set(workdir):
+    """Writes and converts the real-anatomy check set (kept if already there); returns
+    its TFRecords directory."""
+    raw = os.path.join(workdir, "anatomy")
+    records = os.path.join(workdir, "anatomy_tfrecords")
+    _step(f"real-anatomy check set (MNI152, never trained on) -> {raw}")
+    try:
+        spec = anatomy.AnatomySpec()
+        bar = ProgressBar(len(anatomy.volume_plan(anatomy.load_template().shape, spec)), "volumes")
+    except ImportError as error:
+        raise UserError(f"{error}; or run the demo with --nocheck_set") from None
+    anatomy.generate(spec, raw, lambda done, total: bar.update())
+    bar.close()
+    bar = ProgressBar(convert.count_volumes(raw), "volumes")
+    convert.convert(
+        raw, records, convert.ConvertOptions(num_shards=1, num_workers=1), lambda *_: bar.update()
+    )
+    bar.close()
+    return records
+
+
 def recommended_run(report_dir, runs):
-    """(run name, method, SSIM) of the learned run with the best mean SSIM at 8x."""
+    """(run name, method, SSIM) of the learned run with the best mean SSIM at 8x on the
+    validation split (never on the check set)."""
     with open(os.path.join(report_dir, "report.json")) as handle:
         document = json.load(handle)
-    result = next(r for r in document["results"] if r["acceleration"] == MAIN_ACCELERATION)
+    result = next(
+        r
+        for r in document["results"]
+        if r["acceleration"] == MAIN_ACCELERATION and r.get("data", "main") == "main"
+    )
     summary = result["summary"]
     ssim, name, method = max(
         (summary[method]["ssim"]["mean"], name, method)
@@ -159,8 +219,11 @@ def main(argv):
     raw_dir = os.path.join(FLAGS.workdir, "fastmri")
     records_dir = os.path.join(FLAGS.workdir, "tfrecords")
 
-    _step(f"synthetic fastMRI volumes -> {raw_dir}")
-    spec = synthetic.SyntheticSpec(FLAGS.num_volumes, FLAGS.num_slices, 1, FLAGS.data_seed)
+    _step(f"synthetic fastMRI volumes ({FLAGS.data_source}) -> {raw_dir}")
+    spec = synthetic.SyntheticSpec(
+        FLAGS.num_volumes, FLAGS.num_slices, 1, FLAGS.data_seed, source=FLAGS.data_source
+    )
+    _check_source(raw_dir, spec)
     bar = ProgressBar(FLAGS.num_volumes, "volumes")
     synthetic.generate(spec, raw_dir, lambda done, total: bar.update())
     bar.close()
@@ -176,12 +239,14 @@ def main(argv):
     bar.close()
     print(convert.summary(manifest))
 
-    suffix = "_dc" if FLAGS.data_consistency else ""
+    check_dir = check_set(FLAGS.workdir) if FLAGS.check_set else None
+
+    suffix = "" if FLAGS.data_consistency else "_nodc"
     runs = [(name + suffix, cfg) for name, cfg in RUNS_8X + (RUNS_4X if FLAGS.with_4x else ())]
     for index, (name, config_file) in enumerate(runs):
         model_dir = os.path.join(FLAGS.workdir, name)
         overrides = [f"--data_dir={records_dir}", f"--model_dir={model_dir}"]
-        overrides += ["--data_consistency"] if FLAGS.data_consistency else []
+        overrides += [] if FLAGS.data_consistency else ["--nodata_consistency"]
         overrides += FLAGS.train_flag
         flagfile = os.path.join(CONFIGS, config_file)
         _run("tfmri.train", flagfile, overrides)
@@ -200,6 +265,7 @@ def main(argv):
         f"--report_dir={report_dir}",
         *settings,
     ]
+    overrides += [f"--check_data_dir={check_dir}"] if check_dir else []
     _run("tfmri.report", os.path.join(CONFIGS, "report_demo.cfg"), overrides)
 
     # The 8x runs are named after their method.

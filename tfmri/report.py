@@ -25,6 +25,7 @@ first batch, which traces and compiles, is run once more untimed first); the inp
 pipeline (reading, FFT, zero-filled image) is shared by all methods and not counted.
 """
 
+import dataclasses
 import glob
 import os
 import time
@@ -68,6 +69,18 @@ flags.DEFINE_string(
     None,
     "Split of --data_dir on which --cs_lambda=auto chooses lambda (default: --train_split); "
     "never the evaluated --val_split.",
+)
+flags.DEFINE_string(
+    "check_data_dir",
+    None,
+    "Converted TFRecords of a check set (the real-anatomy set of tools/make_real_anatomy.py): "
+    "every method is also scored on its --check_split, in a section of its own.",
+)
+flags.DEFINE_string("check_split", "singlecoil_val", "Split of --check_data_dir scored.")
+flags.DEFINE_string(
+    "check_tune_split",
+    "singlecoil_tune",
+    "Split of --check_data_dir on which --cs_lambda=auto chooses lambda for the check set.",
 )
 flags.DEFINE_integer(
     "cs_tune_volumes", 4, "Volumes of --cs_tune_split used by --cs_lambda=auto.", lower_bound=1
@@ -145,11 +158,65 @@ def settings():
     return pairs
 
 
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Data a report scores: the main data, or the check set."""
+
+    label: str  # "main" or "check"
+    data_dir: str
+    split: str
+    tune_split: str
+    flags: tuple  # (data dir flag, split flag, tuning split flag): named in errors
+    num_volumes: int = 0
+
+
+def sources():
+    """[Source] of the flags: the main data, then the check set if one is given."""
+    found = [
+        Source(
+            "main",
+            FLAGS.data_dir,
+            FLAGS.val_split,
+            FLAGS.cs_tune_split or FLAGS.train_split,
+            ("--data_dir", "--val_split", "--cs_tune_split"),
+        )
+    ]
+    if FLAGS.check_data_dir:
+        names = ("--check_data_dir", "--check_split", "--check_tune_split")
+        found.append(
+            Source("check", FLAGS.check_data_dir, FLAGS.check_split, FLAGS.check_tune_split, names)
+        )
+    return found
+
+
+def _checked_source(source, cs_auto):
+    """The source with its volume count, after checking its directory and splits."""
+    data_flag, split_flag, tune_flag = source.flags
+    if not source.data_dir or not os.path.isdir(source.data_dir):
+        raise UserError(f"{data_flag}={source.data_dir}: no such directory (converted TFRecords)")
+    if cs_auto:
+        if source.tune_split == source.split:
+            raise UserError(
+                f"{tune_flag}={source.tune_split}: lambda would be chosen on the slices it is "
+                "scored on; give another split (a training split, or scans kept aside for tuning)"
+            )
+        try:
+            pipeline.split_info(source.data_dir, source.tune_split)
+        except UserError as error:
+            raise UserError(
+                f"--cs_lambda=auto tunes on {tune_flag}={source.tune_split}: {error}; give "
+                f"{tune_flag}=<a split with targets> or a number, e.g. "
+                f"--cs_lambda={cs_tv.DEFAULT_LAMBDA}"
+            ) from None
+    try:
+        _, entry, _ = pipeline.split_info(source.data_dir, source.split)
+    except UserError as error:
+        raise UserError(f"{split_flag}={source.split}: {error}") from None
+    return dataclasses.replace(source, num_volumes=entry["statistics"]["num_volumes"])
+
+
 def check_flags():
-    """Validates the report's flags before any work; returns (settings, runs, the
-    validation split's manifest entry)."""
-    if not FLAGS.data_dir or not os.path.isdir(FLAGS.data_dir):
-        raise UserError(f"--data_dir={FLAGS.data_dir}: no such directory (converted TFRecords)")
+    """Validates the report's flags before any work; returns (settings, runs, [Source])."""
     unknown = [method for method in FLAGS.methods if method not in METHODS]
     if unknown or not FLAGS.methods:
         raise UserError(f"--methods={','.join(FLAGS.methods)}: choose from {', '.join(METHODS)}")
@@ -160,21 +227,8 @@ def check_flags():
         cs_tv.CsTvOptions(cs_tv.DEFAULT_LAMBDA, FLAGS.cs_iterations)
     except ValueError as error:
         raise UserError(f"--cs_lambda/--cs_iterations: {error}") from None
-    if regularization == cs_tv.AUTO and "cs_tv" in FLAGS.methods:
-        split = tune_split()
-        if split == FLAGS.val_split:
-            raise UserError(
-                f"--cs_tune_split={split}: lambda would be chosen on the slices it is scored "
-                "on; give another split (a training split, or scans kept aside for tuning)"
-            )
-        try:
-            pipeline.split_info(FLAGS.data_dir, split)
-        except UserError as error:
-            raise UserError(
-                f"--cs_lambda=auto tunes on --cs_tune_split={split}: {error}; give "
-                "--cs_tune_split=<a split with targets> or a number, e.g. "
-                f"--cs_lambda={cs_tv.DEFAULT_LAMBDA}"
-            ) from None
+    cs_auto = regularization == cs_tv.AUTO and "cs_tv" in FLAGS.methods
+    checked = [_checked_source(source, cs_auto) for source in sources()]
     pairs = settings()
     runs = [Run(path) for path in FLAGS.checkpoints]
     wanted = {acceleration for acceleration, _ in pairs}
@@ -195,19 +249,14 @@ def check_flags():
                 f"--methods has {method} but --checkpoints has no {method} run; train one "
                 "(tfmri.train) and add its --model_dir, or leave it out of --methods"
             )
-    _, entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
-    return pairs, runs, entry
+    return pairs, runs, checked
 
 
-def tune_split():
-    return FLAGS.cs_tune_split or FLAGS.train_split
-
-
-def tuning_slices(spec):
+def tuning_slices(source, spec):
     """[(measured, mask, target)] of the middle TUNE_SLICES slices of each of the first
     --cs_tune_volumes volumes of the tuning split, masked as evaluation masks them."""
     options = pipeline.PipelineOptions(spec, batch_size=1, crop_size=FLAGS.crop_size, measured=True)
-    dataset = pipeline.make_dataset(FLAGS.data_dir, tune_split(), options, training=False)
+    dataset = pipeline.make_dataset(source.data_dir, source.tune_split, options, training=False)
     volumes = {}
     for inputs, _ in dataset:
         name = inputs["volume"].numpy()[0].decode()
@@ -227,16 +276,18 @@ def tuning_slices(spec):
     return groups
 
 
-def cs_lambda_for(spec):
+def cs_lambda_for(source, spec):
     """(lambda, {candidate: mean NMSE, SSIM} or None) of one setting: --cs_lambda, or chosen."""
     regularization = cs_tv.parse_lambda(FLAGS.cs_lambda)
     if regularization != cs_tv.AUTO:
         return regularization, None
-    best, scores = cs_tv.choose_lambda(tuning_slices(spec), FLAGS.cs_iterations, FLAGS.crop_size)
+    best, scores = cs_tv.choose_lambda(
+        tuning_slices(source, spec), FLAGS.cs_iterations, FLAGS.crop_size
+    )
     return best, scores
 
 
-def _dataset(spec, measured=False, data_consistency=False):
+def _dataset(source, spec, measured=False, data_consistency=False):
     options = pipeline.PipelineOptions(
         spec,
         batch_size=FLAGS.batch_size,
@@ -244,7 +295,7 @@ def _dataset(spec, measured=False, data_consistency=False):
         data_consistency=data_consistency,
         measured=measured,
     )
-    return pipeline.make_dataset(FLAGS.data_dir, FLAGS.val_split, options, training=False)
+    return pipeline.make_dataset(source.data_dir, source.split, options, training=False)
 
 
 def cs_predictor(options, crop_size):
@@ -279,24 +330,24 @@ def evaluate_method(name, predict, dataset, rows, examples, bar):
     return timer.seconds_per_slice if name != "zero_filled" else None
 
 
-def evaluate_setting(acceleration, spec, runs, bar):
+def evaluate_setting(source, acceleration, spec, runs, bar):
     """(rows, {method: seconds per slice}, examples, CS-TV lambda or None, its tuning
     scores or None) of one acceleration."""
     rows, seconds, examples = [], {}, {}
     regularization, tuning = None, None
     # The first pass gives zero-filled (every method's input) and, if asked, CS-TV.
     if "cs_tv" in FLAGS.methods:
-        regularization, tuning = cs_lambda_for(spec)
+        regularization, tuning = cs_lambda_for(source, spec)
         options = cs_tv.CsTvOptions(regularization, FLAGS.cs_iterations)
         predict = cs_predictor(options, FLAGS.crop_size)
         seconds["cs_tv"] = evaluate_method(
-            "cs_tv", predict, _dataset(spec, measured=True), rows, examples, bar
+            "cs_tv", predict, _dataset(source, spec, measured=True), rows, examples, bar
         )
     else:
-        evaluate_method("zero_filled", _zero_filled_of, _dataset(spec), rows, examples, bar)
+        evaluate_method("zero_filled", _zero_filled_of, _dataset(source, spec), rows, examples, bar)
     for run in (r for r in runs if r.acceleration == acceleration):
         model = run.load()
-        dataset = _dataset(spec, data_consistency=model.config.data_consistency)
+        dataset = _dataset(source, spec, data_consistency=model.config.data_consistency)
         seconds[run.method] = evaluate_method(
             run.method, volumes.model_predictor(model), dataset, rows, examples, bar
         )
@@ -309,33 +360,51 @@ def _methods_present(summary):
     return [method for method in METHODS if method in summary]
 
 
-def _lambda_source():
+def _lambda_source(source):
     if cs_tv.parse_lambda(FLAGS.cs_lambda) != cs_tv.AUTO:
         return f"{float(FLAGS.cs_lambda):g}"
     return (
         f"chosen at each acceleration (best SSIM within 10 % of the best NMSE) on the "
-        f"middle {TUNE_SLICES} slices of "
-        f"{FLAGS.cs_tune_volumes} volumes of `{tune_split()}`"
+        f"middle {TUNE_SLICES} slices of up to {FLAGS.cs_tune_volumes} volumes of "
+        f"`{source.tune_split}`"
     )
 
 
-def markdown(results, runs, num_volumes) -> str:
-    """report.md: one table per acceleration, like the seed project's."""
+def _data_line(source):
+    return (
+        f"Data: `{source.data_dir}`, split `{source.split}` ({source.num_volumes} volumes), "
+        f"{FLAGS.mask_type} masks fixed per volume. CS-TV lambda {_lambda_source(source)}."
+    )
+
+
+def markdown(results, runs, checked) -> str:
+    """report.md: one table per acceleration, like the seed project's; the check set's
+    tables in a section of their own."""
+    main, *check = checked
     lines = [
         "# tfmri comparison report",
         "",
-        f"Data: `{FLAGS.data_dir}`, split `{FLAGS.val_split}` ({num_volumes} volumes), "
-        f"{FLAGS.mask_type} masks fixed per volume. fastMRI metrics per volume "
-        "(NMSE, PSNR, SSIM), mean +/- standard deviation over the volumes.",
-        f"CS-TV: {FLAGS.cs_iterations} iterations, lambda {_lambda_source()}. Seconds per "
+        _data_line(main),
+        "fastMRI metrics per volume (NMSE, PSNR, SSIM), mean +/- standard deviation over the "
+        f"volumes. CS-TV: {FLAGS.cs_iterations} iterations. Seconds per "
         "slice: time in the method in steady state (after a warm-up call), on "
         f"{os.cpu_count()} CPU cores; zero-filled is the shared input.",
         "",
     ]
     for result in results:
         summary = result["summary"]
+        if result["data"] == "check" and result is next(r for r in results if r["data"] == "check"):
+            lines += [
+                "# Check set",
+                "",
+                "The same methods and checkpoints on data none of them was trained or tuned "
+                "on (the real-anatomy set: `tools/make_real_anatomy.py`).",
+                _data_line(check[0]),
+                "",
+            ]
+        prefix = "check set, " if result["data"] == "check" else ""
         lines += [
-            f"## {result['acceleration']}x (centre fraction {result['center_fraction']:g})",
+            f"## {prefix}{result['acceleration']}x (centre fraction {result['center_fraction']:g})",
             "",
             "| method | NMSE | PSNR | SSIM | s / slice |",
             "|---|---|---|---|---|",
@@ -460,21 +529,22 @@ def curves_figure(runs, path):
 
 def report(output_dir):
     """Evaluates everything the flags ask for; writes the report; returns its JSON."""
-    pairs, runs, entry = check_flags()
-    num_volumes = entry["statistics"]["num_volumes"]
+    pairs, runs, checked = check_flags()
     passes = sum(1 + sum(run.acceleration == a for run in runs) for a, _ in pairs)
-    bar = ProgressBar(passes * num_volumes, "volume passes")
+    bar = ProgressBar(passes * sum(source.num_volumes for source in checked), "volume passes")
     results = []
-    for acceleration, spec in pairs:
+    for source, (acceleration, spec) in ((s, p) for s in checked for p in pairs):
         start = time.perf_counter()
         rows, seconds, examples, regularization, tuning = evaluate_setting(
-            acceleration, spec, runs, bar
+            source, acceleration, spec, runs, bar
         )
-        figure = os.path.join(output_dir, f"examples_{acceleration}x.png")
+        prefix = "check_" if source.label == "check" else ""
+        figure = os.path.join(output_dir, f"{prefix}examples_{acceleration}x.png")
         if FLAGS.num_example_volumes:
             examples_figure(examples, acceleration, figure)
         results.append(
             {
+                "data": source.label,
                 "acceleration": acceleration,
                 "center_fraction": spec.center_fractions[0],
                 "mask_type": spec.mask_type,
@@ -491,15 +561,25 @@ def report(output_dir):
         )
     bar.close()
     curves = curves_figure(runs, os.path.join(output_dir, "training_curves.png")) if runs else {}
+    auto = cs_tv.parse_lambda(FLAGS.cs_lambda) == cs_tv.AUTO
+    main = checked[0]
     document = {
-        "data_dir": FLAGS.data_dir,
-        "split": FLAGS.val_split,
-        "num_volumes": num_volumes,
+        "data_dir": main.data_dir,
+        "split": main.split,
+        "num_volumes": main.num_volumes,
+        "check": None
+        if len(checked) == 1
+        else {
+            "data_dir": checked[1].data_dir,
+            "split": checked[1].split,
+            "num_volumes": checked[1].num_volumes,
+            "tune_split": checked[1].tune_split if auto else None,
+        },
         "methods": [m for m in METHODS if m in FLAGS.methods],
         "cs_tv": {
             "lambda": FLAGS.cs_lambda,
             "iterations": FLAGS.cs_iterations,
-            "tune_split": tune_split() if FLAGS.cs_lambda == cs_tv.AUTO else None,
+            "tune_split": main.tune_split if auto else None,
         },
         "checkpoints": [
             {"method": r.method, "acceleration": r.acceleration, "checkpoint": r.checkpoint}
@@ -509,7 +589,7 @@ def report(output_dir):
         "training_curves": curves,
     }
     fileio.write_json(os.path.join(output_dir, "report.json"), document)
-    fileio.write_text(os.path.join(output_dir, "report.md"), markdown(results, runs, num_volumes))
+    fileio.write_text(os.path.join(output_dir, "report.md"), markdown(results, runs, checked))
     return document
 
 
@@ -520,8 +600,10 @@ def main(argv):
     runtime.configure()
     document = report(FLAGS.report_dir)
     for result in document["results"]:
-        print(f"== {result['acceleration']}x, {FLAGS.val_split} (mean +/- std per volume)")
-        print(metrics.table(result["summary"], document["num_volumes"]))
+        data = document["check"] if result["data"] == "check" else document
+        name = "check set " if result["data"] == "check" else ""
+        print(f"== {name}{result['acceleration']}x, {data['split']} (mean +/- std per volume)")
+        print(metrics.table(result["summary"], data["num_volumes"]))
         timing = ", ".join(
             f"{method} {value:.3f}" for method, value in result["seconds_per_slice"].items()
         )

@@ -1,6 +1,11 @@
-"""Writes synthetic knee volumes in the exact fastMRI HDF5 layout.
+"""Writes synthetic volumes in the exact fastMRI HDF5 layout.
 
   python tools/make_synthetic_fastmri.py --output_dir=data/synthetic --num_volumes=10
+  python tools/make_synthetic_fastmri.py --output_dir=data/phantom --source=knee
+
+``--source=knee`` writes the knee phantom (tfmri/data/synthetic.py); ``natural`` (the
+demo's default) photographs bundled with scikit-image made into MR-like objects
+(tfmri/data/natural.py), training and validation from different photographs.
 
 Creates <output_dir>/{singlecoil,multicoil}_{train,val,test}/file*.h5. Test files hold
 only undersampled k-space with its mask, as fastMRI's test sets do.
@@ -25,6 +30,12 @@ flags.DEFINE_integer("coils", 1, "1 for single-coil files, K > 1 for multi-coil.
 flags.DEFINE_integer("seed", 0, "Seed; the same seed writes the same files.")
 flags.DEFINE_float("val_fraction", 0.2, "Fraction of the volumes in the validation split.")
 flags.DEFINE_float("test_fraction", 0.1, "Fraction of the volumes in the test split.")
+flags.DEFINE_enum(
+    "source",
+    "knee",
+    list(synthetic.SOURCES),
+    "knee: the knee phantom; natural: photographs made MR-like (the demo's default).",
+)
 flags.mark_flag_as_required("output_dir")
 
 
@@ -39,6 +50,7 @@ def main(argv):
         FLAGS.seed,
         FLAGS.val_fraction,
         FLAGS.test_fraction,
+        FLAGS.source,
     )
     bar = ProgressBar(FLAGS.num_volumes, "volumes")
     written = synthetic.generate(spec, FLAGS.output_dir, lambda done, total: bar.update())

@@ -27,6 +27,7 @@ READOUT = 640
 RECON = 320
 WIDTHS = (368, 368, 368, 372, 356)  # phase-encoding widths seen in fastMRI knee data
 ACQUISITIONS = ("CORPD_FBK", "CORPDFS_FBK")
+SOURCES = ("knee", "natural")
 # Test files are undersampled with fastMRI's standard settings.
 TEST_MASKS = (MaskSpec("random", (0.08,), (4,)), MaskSpec("random", (0.04,), (8,)))
 
@@ -39,6 +40,7 @@ class SyntheticSpec:
     seed: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.1
+    source: str = "knee"  # of SOURCES: the knee phantom, or photographs made MR-like
 
 
 def split_sizes(num_volumes, val_fraction, test_fraction):
@@ -200,15 +202,30 @@ def center_crop(x, size):
     return x[..., top : top + size, left : left + size]
 
 
-def make_volume(seed, num_slices, coils, width):
+def make_volume(seed, num_slices, coils, width, source="knee", split="train"):
     """k-space and target of one volume.
+
+    ``source``: ``knee`` (the phantom of :func:`knee_slice`) or ``natural`` (a
+    photograph made into an MR-like object, :mod:`tfmri.data.natural`, from the
+    photographs of ``split``).
 
     Returns:
       (complex64 kspace [slices, H, W] or [slices, coils, H, W], float32 target
-      [slices, 320, 320], Header).
+      [slices, 320, 320], Header, the volume's random parameters).
     """
     rng = np.random.default_rng(seed)
-    anatomy = random_anatomy(rng)
+    if source == "natural":
+        from tfmri.data import natural
+
+        anatomy = natural.random_params(rng, split)
+        make_slice = natural.natural_slice
+        relative_noise = float(np.exp(rng.uniform(np.log(0.002), np.log(0.015))))
+    elif source == "knee":
+        anatomy = random_anatomy(rng)
+        make_slice = knee_slice
+        relative_noise = 0.004
+    else:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
     scale = rng.uniform(1.5e-4, 6e-4)  # real single-coil knee targets peak around 1e-4..1e-3
     acquired = width - 2 * int(rng.integers(14, 20))  # zero-padded edge columns, as in real data
     padding_left = (width - acquired) // 2
@@ -216,11 +233,11 @@ def make_volume(seed, num_slices, coils, width):
         (READOUT, width), (RECON, RECON), padding_left, padding_left + acquired
     )
     maps = coil_sensitivities(rng, coils, width) if coils > 1 else None
-    noise_level = 0.004 * scale
+    noise_level = relative_noise * scale
     kspace_slices, target_slices = [], []
     for index in range(num_slices):
         position = 2.0 * (index + 0.5) / num_slices - 1.0
-        image = scale * knee_slice(rng, width, position, anatomy)
+        image = scale * make_slice(rng, width, position, anatomy)
         coil_images = image[None] * maps if maps is not None else image
         kspace = fft2c(coil_images)
         kspace += noise_level * (
@@ -340,7 +357,12 @@ def generate(spec: SyntheticSpec, output_dir, progress=None):
             acquisition = ACQUISITIONS[int(volume_rng.integers(len(ACQUISITIONS)))]
             if not os.path.exists(path):
                 kspace, target, header, _ = make_volume(
-                    int(volume_seeds[index]), spec.num_slices, spec.coils, width
+                    int(volume_seeds[index]),
+                    spec.num_slices,
+                    spec.coils,
+                    width,
+                    spec.source,
+                    split,
                 )
                 test_mask = None
                 if split == "test":
