@@ -2,24 +2,28 @@
 
   python -m tfmri.demo --workdir=runs/demo
 
-1. writes synthetic single-coil knee volumes in the fastMRI layout,
+1. writes synthetic single-coil volumes in the fastMRI layout: photographs made
+   MR-like (``--data_source=natural``, the default) or the knee phantom (``knee``),
 2. converts them to TFRecords,
-3. trains pix2pix with ``configs/demo.cfg`` and evaluates it,
-4. trains the L1 U-Net baseline with ``configs/demo_unet.cfg`` and evaluates it,
-5. with ``--with_4x``, also trains both at 4x (``configs/demo_4x.cfg``,
-   ``configs/demo_unet_4x.cfg``); with ``--data_consistency``, every run is trained
-   with k-space data consistency, into ``<workdir>/<run>_dc``,
-6. writes the comparison report (``tfmri.report``, ``configs/report_demo.cfg``):
-   zero-filled, CS-TV, U-Net and pix2pix side by side, at 8x (and 4x), in
-   ``<workdir>/report`` (``report_dc``), and prints its tables,
-7. exports the learned model it recommends (the best 8x run on the validation
+3. writes and converts the real-anatomy check set (``tools/make_real_anatomy.py``;
+   never trained on; ``--nocheck_set`` skips it),
+4. trains pix2pix with ``configs/demo.cfg`` and evaluates it,
+5. trains the L1 U-Net baseline with ``configs/demo_unet.cfg`` and evaluates it,
+6. with ``--with_4x``, also trains both at 4x (``configs/demo_4x.cfg``,
+   ``configs/demo_unet_4x.cfg``); the configs train with k-space data consistency,
+   ``--nodata_consistency`` trains every run without it, into ``<workdir>/<run>_nodc``,
+7. writes the comparison report (``tfmri.report``, ``configs/report_demo.cfg``):
+   zero-filled, CS-TV, U-Net and pix2pix side by side, at 8x (and 4x), on the
+   validation split and on the check set, in ``<workdir>/report`` (``report_nodc``),
+   and prints its tables,
+8. exports the learned model it recommends (the best 8x run on the validation
    split by SSIM, the figure fastMRI's leaderboard ranks by) for TF Serving, to
    ``<export_dir>/<model_name>/<version>`` (``savedmodel/demo/1`` by default),
-8. reconstructs the test split through that SavedModel's ``serving_default``
+9. reconstructs the test split through that SavedModel's ``serving_default``
    signature (``tfmri.reconstruct``) into ``<workdir>/reconstructions``, and prints
    the commands that serve the model and call it.
 
-Steps 3 to 8 run the same commands a user runs (printed as they start), with
+Steps 4 to 9 run the same commands a user runs (printed as they start), with
 ``--data_dir``, ``--model_dir`` and ``--report_dir`` pointed into ``--workdir``. Every
 step keeps what an earlier run finished, so rerunning is cheap and an interrupted run
 resumes; the export is redone only when the recommended checkpoint changed.

@@ -49,7 +49,7 @@ VAL_IMAGES = ("camera.png", "coffee.png", "moon.png")
 READOUT, RECON = 640, 320
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_image(name) -> np.ndarray:
     """float64 [h, w] in [0, 1]: a photograph bundled with scikit-image, in grey levels.
 
