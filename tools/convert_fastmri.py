@@ -12,7 +12,7 @@ from tfmri import cli
 
 cli.quiet_tensorflow()
 
-from tfmri.data import convert  # noqa: E402
+from tfmri.data import convert, schema  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -31,6 +31,13 @@ flags.DEFINE_enum(
     list(convert.ON_ERROR),
     "fail: stop at the first bad file; skip: leave bad files out and list them in the manifest.",
 )
+flags.DEFINE_enum(
+    "layout",
+    "hybrid",
+    list(schema.LAYOUTS),
+    "What the records hold: hybrid (k-space transformed along the readout and cropped to "
+    "the recon height: half the bytes, no readout FFT per epoch) or kspace (as in the files).",
+)
 flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 
@@ -39,7 +46,7 @@ def main(argv):
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}; all options are --flags")
     options = convert.ConvertOptions(
-        FLAGS.num_shards, FLAGS.num_workers, FLAGS.compression, FLAGS.on_error
+        FLAGS.num_shards, FLAGS.num_workers, FLAGS.compression, FLAGS.on_error, FLAGS.layout
     )
     bar = ProgressBar(convert.count_volumes(FLAGS.input_dir), "volumes")
     totals = {"bytes": 0}

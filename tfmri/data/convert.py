@@ -50,6 +50,7 @@ class ConvertOptions:
     num_workers: int = 2
     compression: str = "NONE"
     on_error: str = "fail"
+    layout: str = "hybrid"  # what the records hold: schema.LAYOUTS
 
     def __post_init__(self):
         if self.num_shards < 1:
@@ -62,6 +63,10 @@ class ConvertOptions:
             )
         if self.on_error not in ON_ERROR:
             raise ValueError(f"on_error must be fail or skip, got {self.on_error!r}")
+        if self.layout not in schema.LAYOUTS:
+            raise ValueError(
+                f"layout must be one of {', '.join(schema.LAYOUTS)}, got {self.layout!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +76,7 @@ class ShardTask:
     inputs: tuple[str, ...]  # HDF5 volumes, in write order
     compression: str
     on_error: str
+    layout: str = "hybrid"
 
     @property
     def record_path(self):
@@ -86,6 +92,7 @@ class ShardTask:
             "schema_version": schema.SCHEMA_VERSION,
             "compression": self.compression,
             "on_error": self.on_error,
+            "layout": self.layout,
             "inputs": files,
         }
 
@@ -127,6 +134,7 @@ def plan(splits, output_dir, options: ConvertOptions) -> list[ShardTask]:
                     tuple(paths[index::count]),
                     options.compression,
                     options.on_error,
+                    options.layout,
                 )
             )
     return tasks
@@ -174,7 +182,7 @@ def convert_shard(task: ShardTask) -> dict:
                     _report(path, 0, 0)
                     continue
                 for slice_index in range(volume.num_slices):
-                    writer.write(schema.slice_example(volume, slice_index))
+                    writer.write(schema.slice_example(volume, slice_index, task.layout))
                 size = volume.kspace.nbytes + (0 if volume.target is None else volume.target.nbytes)
                 bytes_read += size
                 volumes.append(_volume_summary(volume))
@@ -266,6 +274,7 @@ def convert(input_dir, output_dir, options: ConvertOptions, progress=None) -> di
         "schema_version": schema.SCHEMA_VERSION,
         "input_dir": os.path.abspath(input_dir),
         "compression": options.compression,
+        "layout": options.layout,
         "num_shards": options.num_shards,
         "splits": {},
         "skipped": [],

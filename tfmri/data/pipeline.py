@@ -165,18 +165,34 @@ def zero_filled_and_measured(kspace, mask, crop_size):
     return transforms.complex_abs(image), measured
 
 
-def _prepare(features, mask, crop_size, has_target, with_measured=False, scored=False):
+def measured_of_record(data, mask, crop_size, layout):
+    """The measured hybrid data [..., crop_size, W] of a record's ``kspace`` feature.
+
+    ``layout="kspace"``: :func:`tfmri.data.transforms.measured_rows` of the k-space;
+    ``"hybrid"``: the stored rows are already transformed along the readout, so the
+    centre ``crop_size`` of them, with the unsampled columns zeroed.
+    """
+    if layout == "hybrid":
+        rows = transforms.center_crop(data, crop_size, tf.shape(data)[-1])
+        return rows * tf.cast(mask, rows.dtype)
+    return transforms.measured_rows(data, mask, crop_size)
+
+
+def _prepare(
+    features, mask, crop_size, has_target, with_measured=False, scored=False, layout="kspace"
+):
     """Parsed example + mask -> (inputs, target), or inputs alone without a target.
 
     ``scored``: also yield the unnormalised ``zero_filled_image`` and ``target_image``.
+    ``layout``: what the record's ``kspace`` holds (:data:`tfmri.data.schema.LAYOUTS`).
     """
     kspace = features["kspace"]
-    if with_measured and kspace.shape.rank == 2:
-        zero_filled, measured = zero_filled_and_measured(kspace, mask, crop_size)
+    measured = measured_of_record(kspace, mask, crop_size, layout)
+    image = transforms.center_crop(transforms.columns_to_image(measured), crop_size, crop_size)
+    if kspace.shape.rank == 3:
+        zero_filled = transforms.rss(image, axis=-3)
     else:
-        zero_filled = zero_filled_image(kspace, mask, crop_size)
-        if with_measured:
-            measured = transforms.measured_rows(kspace, mask, crop_size)
+        zero_filled = transforms.complex_abs(image)
     normalized, mean, std = transforms.normalize_instance(zero_filled)
     inputs = {
         "zero_filled": tf.ensure_shape(normalized[..., None], [crop_size, crop_size, 1]),
@@ -218,6 +234,15 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
     if training and not has_target:
         raise DataError(f"{data_dir}: split {split!r} has no targets and cannot be trained on")
     compression = convert.tfrecord_compression(manifest["compression"])
+    layout = manifest.get("layout", "kspace")  # conversions before layouts held k-space
+    if layout not in schema.LAYOUTS:
+        raise DataError(f"{data_dir}: manifest layout {layout!r} unknown; rerun the conversion")
+    stored_rows = min(size[0] for size in entry["statistics"]["recon_sizes"] or [[0]])
+    if layout == "hybrid" and options.crop_size > stored_rows:
+        raise DataError(
+            f"{data_dir}: split {split!r} holds the centre {stored_rows} rows (layout hybrid); "
+            f"crop {options.crop_size} needs more: convert with --layout=kspace or crop less"
+        )
     coils = entry["statistics"]["coils"]
     if len(coils) != 1:
         raise DataError(
@@ -261,7 +286,7 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             width = tf.shape(features["kspace"])[-1]
             seed = record_mask_seed(options.seed, features["volume"], features["slice_index"])
             mask, _ = masks.sample_mask(spec, width, seed)
-            return _prepare(features, mask, crop_size, has_target, with_measured)
+            return _prepare(features, mask, crop_size, has_target, with_measured, layout=layout)
 
         # In order: with the seeded shuffles, an epoch's batches are a function of the
         # seed alone, so a resumed epoch sees the batches the killed one would have.
@@ -278,7 +303,9 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             else:
                 width = tf.shape(features["kspace"])[-1]
                 mask = fixed_volume_mask(spec, features["volume"], width)
-            return _prepare(features, mask, crop_size, has_target, with_measured, scored=True)
+            return _prepare(
+                features, mask, crop_size, has_target, with_measured, scored=True, layout=layout
+            )
 
         dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=True)
     widths = entry["statistics"]["kspace_shapes"]
