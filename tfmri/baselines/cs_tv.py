@@ -42,9 +42,9 @@ from tfmri.data import transforms
 # Chosen on the synthetic validation split (bench/bench_cs.py --sweep; README): the
 # fixed lambda of --cs_lambda=<number>; --cs_lambda=auto chooses from LAMBDA_GRID instead.
 DEFAULT_LAMBDA = 0.005
-# Candidates of choose_lambda: a factor of about 2 apart, 20 x either side of the default.
 AUTO = "auto"
 NMSE_SLACK = 1.1  # choose_lambda: lambdas within 10 % of the best NMSE compete on SSIM
+# Candidates of choose_lambda: a factor of about 2 apart, 20 x either side of the default.
 LAMBDA_GRID = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 DEFAULT_ITERATIONS = 100
 # tau / sigma = STEP_BALANCE / lambda (tau * sigma = 1 / ||K||^2 always): the balance that
@@ -267,12 +267,7 @@ _measured_graph = tf.function(measured_hybrid)
 # reconstruct_hybrid compiled with XLA (once per shape and options; `record` unsupported).
 reconstruct_hybrid_xla = tf.function(reconstruct_hybrid, jit_compile=True)
 # The same with lambda a tensor: one compilation per shape serves a whole lambda grid.
-_reconstruct_any_lambda = tf.function(
-    lambda measured, mask, regularization, iterations, crop_size: _reconstruct(
-        measured, mask, regularization, iterations, crop_size
-    ),
-    jit_compile=True,
-)
+_reconstruct_any_lambda = tf.function(_reconstruct, jit_compile=True)
 
 
 def reconstruct(kspace, mask, options=CsTvOptions(), crop_size=320):

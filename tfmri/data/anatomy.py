@@ -83,9 +83,7 @@ def plane_slices(template, plane, indices):
 
 def _smooth_phase(rng, height, width):
     """float64 [height, width]: a smooth phase map (constant, ramps and a bowl)."""
-    rows = (np.arange(height) - height / 2) / (synthetic.RECON / 2)
-    cols = (np.arange(width) - width / 2) / (synthetic.RECON / 2)
-    u, v = np.meshgrid(rows, cols, indexing="ij")
+    u, v = synthetic.grid(height, width)
     a, b, c, d = rng.uniform(-1.2, 1.2, size=4)
     return a + b * u + c * v + d * (u**2 + v**2)
 

@@ -26,6 +26,8 @@ import importlib.resources
 
 import numpy as np
 
+from tfmri.data.synthetic import READOUT, grid
+
 IMAGE_PACKAGE = "skimage.data"
 # Photographs and micrographs; left out: charts, text, binary silhouettes, tiny images
 # and the right-eye view of the motorcycle pair (near duplicate of the left).
@@ -46,7 +48,6 @@ TRAIN_IMAGES = (
     "rocket.jpg",
 )
 VAL_IMAGES = ("camera.png", "coffee.png", "moon.png")
-READOUT, RECON = 640, 320
 
 
 @functools.cache
@@ -152,9 +153,7 @@ def natural_slice(rng, width, position, params):
     size = np.sqrt(max(1.0 - 0.35 * position**2, 0.3))
     patch = patch * _outline(shape, params, size)
 
-    rows = (np.arange(READOUT) - READOUT / 2) / (RECON / 2)
-    cols = (np.arange(width) - width / 2) / (RECON / 2)
-    u, v = np.meshgrid(rows, cols, indexing="ij")
+    u, v = grid(READOUT, width)
     field = np.zeros((READOUT, width))
     top = int(READOUT / 2 - shape[0] / 2 + params["offset"][0])
     left = int(width / 2 - shape[1] / 2 + params["offset"][1])

@@ -131,20 +131,20 @@ def record_mask_seed(seed, volume, slice_index):
     return tf.stack([volume_hash, tf.cast(slice_index, tf.int64) + 1_000_003 * seed])
 
 
-def zero_filled_image(kspace, mask, crop_size):
-    """Magnitude image of undersampled k-space, cropped to ``crop_size`` squared.
+def zero_filled_of_measured(measured, crop_size):
+    """The zero-filled magnitude of measured hybrid data, cropped to ``crop_size`` squared.
 
     Args:
-      kspace: complex64 [H, W] (single-coil) or [coils, H, W] (multi-coil).
-      mask: float32 [W], 1 where a column is sampled.
+      measured: complex64 [crop_size, W] (single-coil) or [coils, crop_size, W]
+        (multi-coil), zero where unsampled (:func:`measured_of_record`).
       crop_size: side of the square recon crop (320 for fastMRI knee).
 
     Returns:
       float32 [crop_size, crop_size]: ``|crop(ifft2c(k * mask))|``, RSS over coils if
       multi-coil.
     """
-    image = transforms.cropped_ifft2c(kspace, mask, crop_size, crop_size)
-    if kspace.shape.rank == 3:
+    image = transforms.center_crop(transforms.columns_to_image(measured), crop_size, crop_size)
+    if measured.shape.rank == 3:
         return transforms.rss(image, axis=-3)
     return transforms.complex_abs(image)
 
@@ -156,13 +156,12 @@ def zero_filled_and_measured(kspace, mask, crop_size):
       kspace: complex64 [H, W]; mask: float32 [W]; crop_size: the square crop side.
 
     Returns:
-      (float32 [crop_size, crop_size] zero-filled magnitude, as :func:`zero_filled_image`;
+      (float32 [crop_size, crop_size] zero-filled magnitude, :func:`zero_filled_of_measured`;
       complex64 [crop_size, W] measured data in hybrid space,
       :func:`tfmri.data.transforms.measured_rows`).
     """
-    measured = transforms.measured_rows(kspace, mask, crop_size)
-    image = transforms.center_crop(transforms.columns_to_image(measured), crop_size, crop_size)
-    return transforms.complex_abs(image), measured
+    measured = measured_of_record(kspace, mask, crop_size, "kspace")
+    return zero_filled_of_measured(measured, crop_size), measured
 
 
 def measured_of_record(data, mask, crop_size, layout):
@@ -188,11 +187,7 @@ def _prepare(
     """
     kspace = features["kspace"]
     measured = measured_of_record(kspace, mask, crop_size, layout)
-    image = transforms.center_crop(transforms.columns_to_image(measured), crop_size, crop_size)
-    if kspace.shape.rank == 3:
-        zero_filled = transforms.rss(image, axis=-3)
-    else:
-        zero_filled = transforms.complex_abs(image)
+    zero_filled = zero_filled_of_measured(measured, crop_size)
     normalized, mean, std = transforms.normalize_instance(zero_filled)
     inputs = {
         "zero_filled": tf.ensure_shape(normalized[..., None], [crop_size, crop_size, 1]),

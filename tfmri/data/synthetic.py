@@ -61,6 +61,14 @@ def split_sizes(num_volumes, val_fraction, test_fraction):
 # ---------------------------------------------------------------------------- anatomy
 
 
+def grid(height, width):
+    """float64 (u, v) [height, width]: pixel coordinates of a centred ``height`` x
+    ``width`` grid in units where the recon crop spans [-1, 1]."""
+    rows = (np.arange(height) - height / 2) / (RECON / 2)
+    cols = (np.arange(width) - width / 2) / (RECON / 2)
+    return np.meshgrid(rows, cols, indexing="ij")
+
+
 def _smooth_noise(rng, shape, sigma_pixels):
     """Zero-mean, unit-std Gaussian-filtered white noise (filtered in Fourier space)."""
     noise = rng.standard_normal(shape)
@@ -87,9 +95,7 @@ def knee_slice(rng, width, position, anatomy):
     ``position`` in [-1, 1] is the slice's place in the volume (edges are small),
     ``anatomy`` the per-volume random shape parameters.
     """
-    rows = (np.arange(READOUT) - READOUT / 2) / (RECON / 2)
-    cols = (np.arange(width) - width / 2) / (RECON / 2)
-    u, v = np.meshgrid(rows, cols, indexing="ij")  # the recon crop is [-1, 1]^2
+    u, v = grid(READOUT, width)  # the recon crop is [-1, 1]^2
     size = np.sqrt(max(1.0 - 0.55 * position**2, 0.05))
     shift = anatomy["shift"] + 0.05 * position
 
@@ -156,9 +162,7 @@ def random_anatomy(rng):
 
 def coil_sensitivities(rng, coils, width):
     """Smooth complex coil maps, complex128 [coils, READOUT, width], RSS close to 1 at the centre."""
-    rows = (np.arange(READOUT) - READOUT / 2) / (RECON / 2)
-    cols = (np.arange(width) - width / 2) / (RECON / 2)
-    u, v = np.meshgrid(rows, cols, indexing="ij")
+    u, v = grid(READOUT, width)
     maps = []
     for coil in range(coils):
         angle = 2 * np.pi * coil / coils + rng.uniform(-0.2, 0.2)
