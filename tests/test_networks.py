@@ -63,8 +63,9 @@ def test_tanh_output_is_bounded_by_the_clamp():
 
 
 def test_patchgan_has_a_70_pixel_receptive_field():
+    # The published 70 x 70 PatchGAN gives 30 x 30 logits on 256 x 256 images.
     model = networks.patch_discriminator(256, n_layers=3, base_filters=4, norm="none")
-    assert model([tf.zeros([2, 256, 256, 1])] * 2).shape == (2, 32, 32, 1)
+    assert model([tf.zeros([2, 256, 256, 1])] * 2).shape == (2, 30, 30, 1)
     assert _field_along_width(model, 256, 2) == 70
 
 

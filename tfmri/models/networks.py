@@ -201,7 +201,8 @@ def patch_discriminator(
     """PatchGAN: ``n_layers`` stride-2 4 x 4 convolutions, then two stride-1 (70 x 70 at 3).
 
     Conditioned on the input: takes ``[zero_filled, image]`` (each ``[B, S, S, 1]``) and
-    returns float32 logits ``[B, S', S', 1]``, one per overlapping patch.
+    returns float32 logits ``[B, S', S', 1]``, one per overlapping patch: ``S' = S /
+    2^(n_layers - 1) - 2`` (30 x 30 at 256 and 3 layers).
     """
     if n_layers < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers}")
@@ -209,20 +210,33 @@ def patch_discriminator(
     x = keras.layers.Conv2D(base_filters, 4, strides=2, padding="same", name="conv0")(x)
     x = keras.layers.LeakyReLU(0.2, name="act0")(x)
     for index in range(1, n_layers + 1):
-        strides = 2 if index < n_layers else 1
-        x = keras.layers.Conv2D(
-            _filters(base_filters, index),
-            4,
-            strides=strides,
-            padding="same",
-            use_bias=norm == "none",
-            name=f"conv{index}",
-        )(x)
+        if index < n_layers:
+            x = keras.layers.Conv2D(
+                _filters(base_filters, index),
+                4,
+                strides=2,
+                padding="same",
+                use_bias=norm == "none",
+                name=f"conv{index}",
+            )(x)
+        else:
+            x = _unit_stride_conv(x, _filters(base_filters, index), norm == "none", f"conv{index}")
         x = _normalize(x, norm, f"norm{index}")
         x = keras.layers.LeakyReLU(0.2, name=f"act{index}")(x)
-    x = keras.layers.Conv2D(1, 4, padding="same", name="logits")(x)
+    x = _unit_stride_conv(x, 1, True, "logits")
     x = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(x)
     return keras.Model([condition, image], x, name=name)
+
+
+def _unit_stride_conv(x, filters, use_bias, name):
+    """PatchGAN's stride-1 4 x 4 convolution: one pixel of zero padding on each side.
+
+    Each such layer shrinks the map by one pixel (32 -> 31 -> 30 at 256 x 256 and 3
+    layers), as in the published PatchGAN. ``padding="same"`` would pad an even kernel
+    asymmetrically (1 before, 2 after) and compute an extra row and column of patches.
+    """
+    x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+    return keras.layers.Conv2D(filters, 4, padding="valid", use_bias=use_bias, name=name)(x)
 
 
 def pixel_discriminator(image_size=320, base_filters=64, norm="batch", name="discriminator"):
