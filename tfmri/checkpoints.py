@@ -78,9 +78,15 @@ class Checkpointer:
         latest = self.manager.latest_checkpoint
         if latest is None:
             return False
+        status = None
         try:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            status = self.checkpoint.restore(latest)
+            status.assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as error:
+            if status is not None:
+                # Else TensorFlow warns about the unrestored values at exit, after the
+                # error line.
+                status.expect_partial()
             raise UserError(
                 f"{latest}: cannot restore it into this model ({str(error).splitlines()[0]}); "
                 "use the flags it was trained with (flags.cfg next to it) or a new --model_dir"

@@ -118,10 +118,16 @@ def mask_spec() -> masks.MaskSpec:
 def model_config() -> pix2pix.ModelConfig:
     """The networks and losses of the flags (checked)."""
     depth_limit = networks.max_depth(FLAGS.crop_size)
-    if not 1 <= FLAGS.depth <= depth_limit:
+    if FLAGS.depth < 1:
+        raise UserError(f"--depth={FLAGS.depth}: must be >= 1")
+    if FLAGS.depth > depth_limit:
+        multiple = 2**FLAGS.depth
+        nearest = max(multiple, FLAGS.crop_size // multiple * multiple)
+        other_depth = f" or --depth={depth_limit} or less" if depth_limit >= 1 else ""
         raise UserError(
-            f"--depth={FLAGS.depth}: a {FLAGS.crop_size} x {FLAGS.crop_size} image halves "
-            f"cleanly only {depth_limit} times; use --depth between 1 and {depth_limit}"
+            f"--crop_size={FLAGS.crop_size} with --depth={FLAGS.depth}: the U-Net halves the "
+            f"crop {FLAGS.depth} times, so it must be a multiple of {multiple}; use "
+            f"--crop_size={nearest}{other_depth}"
         )
     try:
         # Every field but these two is the flag of the same name.
@@ -141,6 +147,12 @@ def model_config() -> pix2pix.ModelConfig:
 
 def check():
     """Validates the shared flags before any work; raises UserError naming the flag."""
+    check_directories()
+    _check_values()
+
+
+def check_directories():
+    """``--data_dir`` and ``--model_dir`` are given, and data_dir is a directory."""
     if not FLAGS.data_dir:
         raise UserError("--data_dir is required: the converter's --output_dir")
     if not os.path.isdir(FLAGS.data_dir):
@@ -150,6 +162,9 @@ def check():
         )
     if not FLAGS.model_dir:
         raise UserError("--model_dir is required: where the checkpoints and logs go")
+
+
+def _check_values():
     positive = ("batch_size", "crop_size", "base_filters", "d_base_filters", "n_layers")
     positive += ("keep_checkpoints",)
     for name in positive:

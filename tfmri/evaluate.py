@@ -53,15 +53,16 @@ def evaluate(model_dir, checkpoint, output_dir):
     label = "unet" if model.discriminator is None else "pix2pix"
     rows, examples = [], []
     bar = ProgressBar(entry["statistics"]["num_volumes"], "volumes")
-    for name, zero_filled, reconstruction, target in volumes.reconstruct_volumes(
-        volumes.model_predictor(model), dataset
-    ):
-        for method, image in (("zero_filled", zero_filled), (label, reconstruction)):
-            rows.append({"volume": name, "method": method, **metrics.volume_metrics(target, image)})
-        bar.update()
-        if len(examples) < FLAGS.num_figure_volumes:
-            middle = len(target) // 2
-            examples.append((zero_filled[middle], reconstruction[middle], target[middle]))
+    reconstructed = volumes.reconstruct_volumes(volumes.model_predictor(model), dataset)
+    with pipeline.naming_damaged_records(FLAGS.data_dir, FLAGS.val_split):
+        for name, zero_filled, reconstruction, target in reconstructed:
+            for method, image in (("zero_filled", zero_filled), (label, reconstruction)):
+                scores = metrics.volume_metrics(target, image)
+                rows.append({"volume": name, "method": method, **scores})
+            bar.update()
+            if len(examples) < FLAGS.num_figure_volumes:
+                middle = len(target) // 2
+                examples.append((zero_filled[middle], reconstruction[middle], target[middle]))
     bar.close()
     if not rows:
         raise UserError(f"--val_split={FLAGS.val_split}: no slices to evaluate")
@@ -99,6 +100,7 @@ def main(argv):
         raise UserError(f"--num_figure_volumes={FLAGS.num_figure_volumes}: must be >= 1")
     runtime.configure()
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "eval")
+    fileio.check_directory_path(output_dir, "--output_dir")
     rows, summary, checkpoint = evaluate(FLAGS.model_dir, FLAGS.checkpoint, output_dir)
     print(f"{checkpoint} on {FLAGS.val_split} (fastMRI metrics per volume, mean +/- std)")
     print(metrics.table(summary, len(rows) // 2))

@@ -31,7 +31,7 @@ cli.quiet_tensorflow()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfmri import checkpoints, config, fileio, runtime  # noqa: E402, F401 - config: the shared flags
+from tfmri import checkpoints, config, fileio, runlock, runtime  # noqa: E402, F401 - config: the shared flags
 from tfmri.data import pipeline, transforms  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.models import pix2pix  # noqa: E402
@@ -87,8 +87,14 @@ class Reconstructor(tf.Module):
         tf.debugging.assert_equal(
             tf.shape(mask)[-1], tf.shape(kspace_real)[-1], "mask width != k-space width"
         )
-        kspace = tf.complex(kspace_real, kspace_imag)
         size = self.crop_size
+        shape = tf.shape(kspace_real)
+        tf.debugging.assert_greater_equal(
+            tf.minimum(shape[-2], shape[-1]),
+            size,
+            f"k-space is smaller than the crop: the model reconstructs {size} x {size}",
+        )
+        kspace = tf.complex(kspace_real, kspace_imag)
 
         zero_filled, measured = tf.map_fn(
             lambda args: pipeline.zero_filled_and_measured(*args, size),
@@ -96,8 +102,10 @@ class Reconstructor(tf.Module):
             fn_output_signature=(tf.float32, tf.complex64),
         )
         if self.model.config.data_consistency:
-            return self._reconstruct(zero_filled, measured, mask)
-        return self._reconstruct(zero_filled)
+            image = self._reconstruct(zero_filled, measured, mask)
+        else:
+            image = self._reconstruct(zero_filled)
+        return tf.ensure_shape(image, [None, size, size])  # static in the signature
 
     def from_zero_filled(self, image):
         tf.debugging.assert_all_finite(image, "image holds NaN or infinite values")
@@ -128,6 +136,12 @@ def export(model_dir, checkpoint, export_dir, model_name, version=None):
     """Writes the SavedModel; returns (its directory, the checkpoint exported)."""
     model, checkpoint = checkpoints.load_model(model_dir, checkpoint)
     model_root = os.path.join(export_dir, model_name)
+    # Held while a version is chosen and written: two exports never pick the same one.
+    with runlock.hold(model_root, "an export", "--export_dir"):
+        return _export(model, checkpoint, model_root, version)
+
+
+def _export(model, checkpoint, model_root, version):
     version = next_version(model_root) if version is None else version
     target = os.path.join(model_root, str(version))
     if os.path.exists(target):

@@ -8,6 +8,8 @@ import contextlib
 import json
 import os
 
+from tfmri.errors import UserError
+
 
 def temporary_name(path):
     """The hidden sibling name that ``path`` is written under until it is complete."""
@@ -44,3 +46,22 @@ def write_text(path, text):
 def write_json(path, value):
     """Writes ``value`` as indented JSON, atomically."""
     write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def check_directory_path(path, flag):
+    """Raises a one-line UserError when a file stands where directory ``path`` (or one of
+    its parents) would be; ``flag`` names the option that gave the path. Creates nothing."""
+    path = os.fspath(path)
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "it" if existing == os.path.abspath(path) else existing
+        raise UserError(f"{flag}={path}: {where} is a file, not a directory; give a directory path")
+
+
+def make_directory(path, flag):
+    """Creates directory ``path`` and its parents, after :func:`check_directory_path`."""
+    check_directory_path(path, flag)
+    os.makedirs(path, exist_ok=True)
+    return path

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import logging  # noqa: E402
 
-from tfmri import fileio, serving  # noqa: E402
+from tfmri import fileio, runlock, serving  # noqa: E402
 from tfmri.data import fastmri_files, masks  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
@@ -70,11 +70,36 @@ def write_reconstruction(path, image):
             handle.create_dataset(RECONSTRUCTION, data=image.astype(np.float32))
 
 
+def crop_size_of(signature):
+    """The side of the square the model reconstructs (its output's static shape; None
+    for exports made before tfmri recorded it there)."""
+    return signature.structured_outputs["reconstruction"].shape[-1]
+
+
+def _check_fits(path, kspace, crop_size):
+    height, width = kspace.shape[-2:]
+    if crop_size is not None and min(height, width) < crop_size:
+        raise fastmri_files.FastMRIFileError(
+            path,
+            f"k-space {height} x {width} is smaller than the model's {crop_size} x {crop_size} "
+            "crop",
+            "reconstruct it with a model trained on a smaller --crop_size",
+        )
+
+
 def run(model, input_dir, output_dir, spec, batch_size=8, on_error="fail"):
-    """Reconstructs the directory; returns (written, kept, skipped) volume names."""
+    """Reconstructs the directory; returns (written, kept, skipped) volume names.
+
+    Holds ``output_dir`` (:mod:`tfmri.runlock`) while it writes there.
+    """
     signature = load_model(model)
     paths = fastmri_files.list_volumes(input_dir)
-    os.makedirs(output_dir, exist_ok=True)
+    with runlock.hold(output_dir, "a batch reconstruction", "--output_dir"):
+        return _run(signature, paths, output_dir, spec, batch_size, on_error)
+
+
+def _run(signature, paths, output_dir, spec, batch_size, on_error):
+    crop_size = crop_size_of(signature)
     written, kept, skipped = [], [], []
     bar = ProgressBar(len(paths), "volumes")
     for path in paths:
@@ -90,6 +115,19 @@ def run(model, input_dir, output_dir, spec, batch_size=8, on_error="fail"):
                 raise fastmri_files.FastMRIFileError(
                     path, "multi-coil; the exported models take single-coil k-space"
                 )
+            _check_fits(path, volume.kspace, crop_size)
+            mask = volume.mask
+            if mask is None:
+                mask, _ = masks.MaskFunction(spec)(
+                    volume.kspace.shape[-1], seed=masks.volume_seed(name)
+                )
+            try:
+                image = reconstruct_volume(signature, volume.kspace * mask, mask, batch_size)
+            except tf.errors.InvalidArgumentError as error:
+                problem = str(error).strip().splitlines()[0]
+                raise fastmri_files.FastMRIFileError(
+                    path, f"the model refused its k-space ({problem})"
+                ) from None
         except fastmri_files.FastMRIFileError as error:
             if on_error == "fail":
                 raise UserError(f"{error}; or rerun with --on_error=skip to leave it out") from None
@@ -97,12 +135,6 @@ def run(model, input_dir, output_dir, spec, batch_size=8, on_error="fail"):
             skipped.append({"file": path, "reason": error.problem})
             bar.update()
             continue
-        mask = volume.mask
-        if mask is None:
-            mask, _ = masks.MaskFunction(spec)(
-                volume.kspace.shape[-1], seed=masks.volume_seed(name)
-            )
-        image = reconstruct_volume(signature, volume.kspace * mask, mask, batch_size)
         write_reconstruction(target, image)
         written.append(name)
         bar.update()

@@ -333,6 +333,12 @@ def evaluate_method(name, predict, dataset, rows, examples, bar):
 def evaluate_setting(source, acceleration, spec, runs, bar):
     """(rows, {method: seconds per slice}, examples, CS-TV lambda or None, its tuning
     scores or None) of one acceleration."""
+    splits = [source.split] + [source.tune_split] * ("cs_tv" in FLAGS.methods)
+    with pipeline.naming_damaged_records(source.data_dir, *splits):
+        return _evaluate_setting(source, acceleration, spec, runs, bar)
+
+
+def _evaluate_setting(source, acceleration, spec, runs, bar):
     rows, seconds, examples = [], {}, {}
     regularization, tuning = None, None
     # The first pass gives zero-filled (every method's input) and, if asked, CS-TV.

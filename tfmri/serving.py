@@ -65,9 +65,15 @@ def load_request(path, spec, slices=None):
             start, stop = (int(part) if part else None for part in slices.split(":"))
         except ValueError:
             raise UserError(f"--slices={slices}: use START:STOP, e.g. 10:14") from None
+        count = volume.num_slices
+        first = 0 if start is None else start
+        end = count if stop is None else stop
+        if not 0 <= first < end <= count:
+            raise UserError(
+                f"--slices={slices}: {path} has {count} slices; give START:STOP with "
+                f"0 <= START < STOP <= {count}"
+            )
         kspace = kspace[start:stop]
-        if not len(kspace):
-            raise UserError(f"--slices={slices}: no slices of {volume.num_slices} selected")
     mask = volume.mask
     if mask is None:
         mask, _ = masks.MaskFunction(spec)(kspace.shape[-1], seed=masks.volume_seed(volume.name))

@@ -11,8 +11,12 @@ starting over. A NaN or infinite loss stops the run with a non-zero exit and lea
 the last good checkpoint as it was.
 """
 
+import datetime
+import json
 import math
 import os
+import socket
+import sys
 import time
 
 from absl import flags, logging
@@ -26,7 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorboard.plugins.hparams import api as hparams_api  # noqa: E402
 
-from tfmri import checkpoints, config, fileio, runtime, visualize, volumes  # noqa: E402
+from tfmri import checkpoints, config, fileio, runlock, runtime, visualize, volumes  # noqa: E402
 from tfmri.data import pipeline  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.models import pix2pix  # noqa: E402
@@ -48,18 +52,116 @@ def _model_inputs(inputs, target):
     return {key: inputs[key] for key in keys}, target
 
 
+# Flags that may differ when a run is resumed: how long it trains, where and how it
+# runs, and what it logs. Every other flag of the recipe (model, data, masks, losses,
+# optimiser, seed, precision, batch) must match the run's flags.cfg.
+RESUMABLE_FLAGS = (
+    "epochs",
+    "epochs_decay",
+    "strategy",
+    "num_cpu_devices",
+    "deterministic",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "log_every_steps",
+    "num_images",
+)
+HISTORY_FILE = "history.jsonl"  # one line per start or resume of the run, appended
+
+
 def _check_flags():
-    config.check()
+    config.check_directories()
     # The data must be there before any work: these raise naming the directory and split.
-    _, train_entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.train_split)
+    manifest, train_entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.train_split)
     _, val_entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
     if not train_entry["statistics"]["has_target"]:
         raise UserError(
             f"--train_split={FLAGS.train_split}: it has no targets (a test split); "
             "train on a split with reconstructions"
         )
+    for split, entry in ((FLAGS.train_split, train_entry), (FLAGS.val_split, val_entry)):
+        pipeline.check_crop(FLAGS.data_dir, split, manifest, entry, FLAGS.crop_size)
+    config.check()
     shard_slices = list(train_entry["shard_slices"])
     return sum(shard_slices), sum(val_entry["shard_slices"]), shard_slices
+
+
+def _flagfile_values(text) -> dict:
+    """{flag name: value as written} of a flagfile's ``--name=value`` / ``--[no]name`` lines."""
+    values = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("--"):
+            continue
+        body = line[2:]
+        if "=" in body:
+            name, value = body.split("=", 1)
+        elif body.startswith("no") and body[2:] in FLAGS and FLAGS[body[2:]].boolean:
+            name, value = body[2:], "false"
+        else:
+            name, value = body, "true"
+        values[name] = value
+    return values
+
+
+def recipe_changes(saved_text, current_text) -> dict:
+    """{flag: (saved value, current value)} for every recipe flag that differs.
+
+    Flags in :data:`RESUMABLE_FLAGS` may differ; directories are compared by real path;
+    a flag the saved file lacks (added to tfmri since the run started) is not compared.
+    """
+    saved, current = _flagfile_values(saved_text), _flagfile_values(current_text)
+    changes = {}
+    for name, value in current.items():
+        if name in RESUMABLE_FLAGS:
+            continue
+        old = saved.get(name)
+        if old is None:
+            continue  # not recorded: the run predates the flag
+        if name in ("data_dir", "model_dir") and os.path.realpath(old) == os.path.realpath(value):
+            continue
+        if old != value:
+            changes[name] = (old, value)
+    return changes
+
+
+def _check_recipe(model_dir):
+    """Refuses to resume ``model_dir`` with another recipe; returns the resumable flags
+    that changed ({name: (old, new)}), for the run's history."""
+    path = os.path.join(model_dir, checkpoints.FLAGS_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        saved = handle.read()
+    changes = recipe_changes(saved, resolved_flags())
+    if changes:
+        listed = ", ".join(f"--{name} {old} -> {new}" for name, (old, new) in changes.items())
+        raise UserError(
+            f"--model_dir={model_dir}: holds a run with another recipe ({listed}); resume "
+            f"it with its own flags (--flagfile={path}, changing only "
+            f"{', '.join('--' + name for name in RESUMABLE_FLAGS)}), or use a new --model_dir"
+        )
+    saved_values, current = _flagfile_values(saved), _flagfile_values(resolved_flags())
+    return {
+        name: (saved_values.get(name), current.get(name))
+        for name in RESUMABLE_FLAGS
+        if name in current and saved_values.get(name) != current.get(name)
+    }
+
+
+def _append_history(model_dir, event):
+    """Appends one JSON line to the run's history (never rewritten)."""
+    event = {
+        "time": datetime.datetime.now().isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": " ".join(sys.argv),
+        **event,
+    }
+    with open(os.path.join(model_dir, HISTORY_FILE), "a") as handle:
+        handle.write(json.dumps(event, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _no_auto_sharding():
@@ -182,11 +284,23 @@ def _write_hparams(log_dir, values):
 
 
 def train():
-    """Runs (or resumes) the training the flags describe; returns the final metrics."""
-    train_slices, val_slices, train_shards = _check_flags()
+    """Runs (or resumes) the training the flags describe; returns the final metrics.
+
+    The run holds ``--model_dir`` (a multi-worker run's other workers their own
+    directories) for its whole length: a second run into it stops at once.
+    """
+    checked = _check_flags()
+    task = runtime.cluster_task() if FLAGS.strategy == "multi_worker" else runtime.Task()
+    held = FLAGS.model_dir if task.is_chief else worker_dir(FLAGS.model_dir, task.index)
+    with runlock.hold(held, "training", "--model_dir"):
+        changed = _check_recipe(FLAGS.model_dir) if task.is_chief else {}
+        return _train(checked, task, changed)
+
+
+def _train(checked, task, changed):
+    train_slices, val_slices, train_shards = checked
     spec = config.mask_spec()
     model_config = config.model_config()
-    task = runtime.cluster_task() if FLAGS.strategy == "multi_worker" else runtime.Task()
     if task.num_workers > len(train_shards):
         raise UserError(
             f"--data_dir={FLAGS.data_dir}: split {FLAGS.train_split} has {len(train_shards)} "
@@ -242,15 +356,24 @@ def train():
     # but only the chief writes to --model_dir; the others save to a directory of their
     # own and write no logs, flags or model config. All restore from --model_dir.
     save_dir = FLAGS.model_dir if task.is_chief else worker_dir(FLAGS.model_dir, task.index)
-    os.makedirs(save_dir, exist_ok=True)
     state = checkpoints.TrainingState()
     checkpointer = checkpoints.Checkpointer(
         FLAGS.model_dir, model, state, FLAGS.keep_checkpoints, save_dir=save_dir
     )
-    if checkpointer.restore():
+    resumed = checkpointer.restore()
+    if resumed:
         print(f"resuming from {checkpointer.manager.latest_checkpoint}: {state.describe()}")
     log_dir = None
     if task.is_chief:
+        _append_history(
+            FLAGS.model_dir,
+            {
+                "event": "resume" if resumed else "start",
+                "checkpoint": checkpointer.manager.latest_checkpoint if resumed else None,
+                "global_step": int(state.global_step),
+                "changed": {name: list(values) for name, values in changed.items()},
+            },
+        )
         fileio.write_text(os.path.join(FLAGS.model_dir, checkpoints.FLAGS_FILE), resolved_flags())
         checkpoints.write_model_config(FLAGS.model_dir, model)
         log_dir = os.path.join(FLAGS.model_dir, "logs")
@@ -313,18 +436,19 @@ def train():
         started = time.monotonic()
         resumed = f", resumed at step {done}" if done else ""
         print(f"epoch {epoch + 1}/{total_epochs}{resumed}", flush=True)
-        result = model.fit(
-            training,
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            steps_per_epoch=steps_per_epoch - done,
-            validation_data=validation,
-            # Given, so that Keras need not run into the end of the data to learn it.
-            validation_steps=math.ceil(val_slices / FLAGS.batch_size),
-            callbacks=[logger],
-            shuffle=False,
-            verbose=2 if not os.isatty(1) else 1,
-        )
+        with pipeline.naming_damaged_records(FLAGS.data_dir, FLAGS.train_split, FLAGS.val_split):
+            result = model.fit(
+                training,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                steps_per_epoch=steps_per_epoch - done,
+                validation_data=validation,
+                # Given, so that Keras need not run into the end of the data to learn it.
+                validation_steps=math.ceil(val_slices / FLAGS.batch_size),
+                callbacks=[logger],
+                shuffle=False,
+                verbose=2 if not os.isatty(1) else 1,
+            )
         if logger.diverged:
             bad, where = logger.diverged
             named = ", ".join(f"{name}={value}" for name, value in bad.items())

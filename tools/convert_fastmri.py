@@ -38,6 +38,12 @@ flags.DEFINE_enum(
     "What the records hold: hybrid (k-space transformed along the readout and cropped to "
     "the recon height: half the bytes, no readout FFT per epoch) or kspace (as in the files).",
 )
+flags.DEFINE_boolean(
+    "overwrite",
+    False,
+    "Remove the conversion --output_dir holds (shards, manifest) before converting; "
+    "without it a rerun on the same input resumes, and another input is refused.",
+)
 flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 
@@ -56,7 +62,9 @@ def main(argv):
         elapsed = max(bar.elapsed(), 1e-9)
         bar.update(extra=f"{totals['bytes'] / 1e6 / elapsed:.1f} MB/s")
 
-    manifest = convert.convert(FLAGS.input_dir, FLAGS.output_dir, options, progress)
+    manifest = convert.convert(
+        FLAGS.input_dir, FLAGS.output_dir, options, progress, overwrite=FLAGS.overwrite
+    )
     bar.close()
     print(convert.summary(manifest))
     if manifest["skipped"]:

@@ -71,8 +71,11 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _stream(index, process, lock):
+def _stream(index, process, lock, errors):
+    """Copies a worker's output, prefixed; keeps its one-line ``error: ...`` message."""
     for line in process.stdout:
+        if line.startswith("error: "):
+            errors[index] = line.strip()
         with lock:
             sys.stdout.write(f"[worker {index}] {line}")
             sys.stdout.flush()
@@ -113,7 +116,7 @@ def launch(num_workers, module, args, grace_seconds=5.0):
     """Runs the cluster; returns the exit status (0, or the first failing worker's)."""
     addresses = [f"127.0.0.1:{port}" for port in free_ports(num_workers)]
     lock = threading.Lock()
-    processes, threads = [], []
+    processes, threads, errors = [], [], {}
     for index in range(num_workers):
         env = dict(os.environ, TF_CONFIG=tf_config(addresses, index), PYTHONUNBUFFERED="1")
         process = subprocess.Popen(
@@ -126,10 +129,10 @@ def launch(num_workers, module, args, grace_seconds=5.0):
         )
         processes.append(process)
         print(f"[launcher] worker {index} at {addresses[index]}, pid {process.pid}", flush=True)
-        thread = threading.Thread(target=_stream, args=(index, process, lock), daemon=True)
+        thread = threading.Thread(target=_stream, args=(index, process, lock, errors), daemon=True)
         thread.start()
         threads.append(thread)
-    status = 0
+    status, failed_worker = 0, None
     # `kill <launcher>` stops the cluster as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -143,7 +146,7 @@ def launch(num_workers, module, args, grace_seconds=5.0):
                     flush=True,
                 )
                 stop(processes, grace_seconds)
-                status = exit_status(code)
+                status, failed_worker = exit_status(code), index
                 break
             if all(code == 0 for code in codes):
                 break
@@ -154,7 +157,12 @@ def launch(num_workers, module, args, grace_seconds=5.0):
         status = 130
     for thread in threads:
         thread.join(timeout=5)
-    if status:
+    if status and errors.get(failed_worker):
+        # The worker refused its input in one line (a flag, a file): rerunning as is
+        # would fail the same way.
+        message = errors[failed_worker].removeprefix("error: ")
+        print(f"error: worker {failed_worker}: {message}", file=sys.stderr)
+    elif status:
         print(
             f"error: the cluster stopped (exit {status}); rerun the same command to resume "
             "from the last checkpoint",

@@ -46,6 +46,8 @@ def main(argv):
         raise UserError(f"--input={FLAGS.input}: no such file")
     if not FLAGS.model_name:
         raise UserError("--model_name is required: the name TF Serving serves the model under")
+    if FLAGS.port is not None and not 1 <= FLAGS.port <= 65535:
+        raise UserError(f"--port={FLAGS.port}: TCP ports are 1 to 65535 (TF Serving: 8501 REST)")
     try:
         spec = masks.parse_spec(FLAGS.mask_type, FLAGS.center_fractions, FLAGS.accelerations)
     except ValueError as error:

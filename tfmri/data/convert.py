@@ -16,6 +16,7 @@ gives the same records as an uninterrupted one.
 """
 
 import collections
+import contextlib
 import dataclasses
 import glob
 import json
@@ -26,13 +27,16 @@ import time
 
 from absl import logging
 
-from tfmri import fileio
+from tfmri import fileio, runlock
 from tfmri.data import fastmri_files, records, schema
 from tfmri.errors import UserError
 
 COMPRESSIONS = {"NONE": "", "GZIP": ".gz"}
 ON_ERROR = ("fail", "skip")
 MANIFEST = "manifest.json"
+# Written when a conversion starts: which input the directory converts, for the
+# reruns and the other conversions that find it before a manifest exists.
+SOURCE = ".conversion.json"
 
 
 def tfrecord_compression(name):
@@ -98,13 +102,31 @@ class ShardTask:
 
 
 def discover_splits(input_dir) -> dict[str, list[str]]:
-    """Maps split name -> sorted HDF5 paths; raises FastMRIFileError when there are none."""
+    """Maps split name -> sorted HDF5 paths; raises FastMRIFileError when there are none.
+
+    Sub-directories are taken by their real path: a symbolic link to the input itself or
+    to a split already found is not a split of its own (its volumes would be converted
+    twice); it is logged and left out.
+    """
     if not os.path.isdir(input_dir):
         raise fastmri_files.FastMRIFileError(input_dir, "no such directory", "check --input_dir")
     splits = {}
-    for entry in sorted(os.listdir(input_dir)):
+    seen = {os.path.realpath(input_dir): os.path.basename(os.path.normpath(input_dir))}
+    for entry in sorted(
+        os.listdir(input_dir),
+        key=lambda name: (os.path.islink(os.path.join(input_dir, name)), name),
+    ):
         subdirectory = os.path.join(input_dir, entry)
         if os.path.isdir(subdirectory) and glob.glob(os.path.join(subdirectory, "*.h5")):
+            real = os.path.realpath(subdirectory)
+            if real in seen:
+                logging.warning(
+                    "%s: the same directory as %s (a link); not converted twice",
+                    subdirectory,
+                    seen[real],
+                )
+                continue
+            seen[real] = entry
             splits[entry] = fastmri_files.list_volumes(subdirectory)
     if glob.glob(os.path.join(input_dir, "*.h5")):
         splits[os.path.basename(os.path.normpath(input_dir))] = fastmri_files.list_volumes(
@@ -241,15 +263,62 @@ def _split_statistics(records):
     }
 
 
-def convert(input_dir, output_dir, options: ConvertOptions, progress=None) -> dict:
+def convert(input_dir, output_dir, options: ConvertOptions, progress=None, overwrite=False) -> dict:
     """Converts a directory of fastMRI volumes; returns the manifest (also written).
 
     ``progress(volume_path, num_slices, num_bytes)`` is called as each volume finishes.
+    The conversion holds ``output_dir`` (:mod:`tfmri.runlock`). A directory that holds a
+    conversion of another input is refused, or with ``overwrite`` emptied of it first.
     Raises ConversionError (``on_error='fail'``) naming the first bad file.
     """
     started = time.monotonic()
     splits = discover_splits(input_dir)
-    os.makedirs(output_dir, exist_ok=True)
+    with runlock.hold(output_dir, "a conversion", "--output_dir"):
+        _claim(output_dir, input_dir, overwrite)
+        return _convert(splits, input_dir, output_dir, options, progress, started)
+
+
+def _conversion_input(output_dir):
+    """The input directory of the conversion ``output_dir`` holds (finished or not), or None."""
+    for name in (MANIFEST, SOURCE):
+        try:
+            with open(os.path.join(output_dir, name)) as handle:
+                return json.load(handle).get("input_dir")
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
+
+
+def _claim(output_dir, input_dir, overwrite):
+    """Records which input ``output_dir`` converts, refusing (or with ``overwrite``
+    removing) the conversion of another input."""
+    previous = _conversion_input(output_dir)
+    same = previous is not None and os.path.realpath(previous) == os.path.realpath(input_dir)
+    if overwrite:
+        _remove_conversion(output_dir)
+    elif previous is not None and not same:
+        raise ConversionError(
+            f"--output_dir={output_dir}: holds the conversion of {previous}, not "
+            f"{os.path.abspath(input_dir)}; convert into another --output_dir, or add "
+            "--overwrite to remove that conversion first"
+        )
+    fileio.write_json(os.path.join(output_dir, SOURCE), {"input_dir": os.path.abspath(input_dir)})
+
+
+def _remove_conversion(output_dir):
+    """Removes what a conversion wrote in ``output_dir``: shards, their records, manifest."""
+    for pattern in ("*/shard-*-of-*.tfrecord*", "*/.*.tmp-*"):
+        for path in glob.glob(os.path.join(output_dir, pattern)):
+            os.remove(path)
+    for name in (MANIFEST, SOURCE):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(output_dir, name))
+    for entry in os.listdir(output_dir):
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(output_dir, entry))  # only the emptied split folders
+
+
+def _convert(splits, input_dir, output_dir, options, progress, started):
     _remove_temporaries(output_dir)  # a killed run's unfinished shards
     tasks = plan(splits, output_dir, options)
     done = [task for task in tasks if is_complete(task)]

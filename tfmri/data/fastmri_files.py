@@ -139,9 +139,30 @@ def _open(path):
         ) from None
 
 
+def _check_declared_size(path, key, dataset):
+    """Refuses a dataset whose declared shape needs more bytes than the file holds (a
+    corrupt header would otherwise make NumPy allocate them all before reading)."""
+    if dataset.dtype.kind not in "biufc" or dataset.compression is not None:
+        return
+    declared = dataset.size * dataset.dtype.itemsize
+    stored = min(dataset.id.get_storage_size(), os.path.getsize(path))
+    if declared > stored:
+        raise FastMRIFileError(
+            path,
+            f"dataset {key!r} declares shape {dataset.shape} ({declared / 1e6:,.1f} MB) but the "
+            f"file holds {stored / 1e6:,.1f} MB of it; the file is truncated or corrupt",
+            "download or copy it again",
+        )
+
+
 def _read(path, handle, key):
     try:
+        _check_declared_size(path, key, handle[key])
         return handle[key][()]
+    except MemoryError:
+        raise FastMRIFileError(
+            path, f"dataset {key!r} is too large to read into memory", "check the file"
+        ) from None
     except (OSError, RuntimeError, KeyError) as error:
         raise FastMRIFileError(
             path,

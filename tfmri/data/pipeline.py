@@ -21,6 +21,7 @@ yield ``zero_filled_image`` (the zero-filled magnitude as computed) and
 ``target_image`` (the stored target, cropped), float32 [crop, crop], never clamped.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -28,7 +29,7 @@ import os
 
 import tensorflow as tf
 
-from tfmri.data import convert, masks, schema, transforms
+from tfmri.data import convert, masks, records, schema, transforms
 from tfmri.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -214,6 +215,66 @@ def _prepare(
     return inputs, transforms.normalize(target[..., None], mean, std)
 
 
+@contextlib.contextmanager
+def naming_damaged_records(data_dir, *splits):
+    """Turns a tf.errors.DataLossError raised in the block, while reading ``splits`` of
+    ``data_dir``, into the one-line :func:`corrupt_data_error`."""
+    try:
+        yield
+    except tf.errors.DataLossError as error:
+        raise corrupt_data_error(data_dir, splits, error) from None
+
+
+def corrupt_data_error(data_dir, splits, error) -> DataError:
+    """The one-line error for a tf.errors.DataLossError met reading ``splits``: it names
+    the first damaged shard and the record's byte offset (found by checking them all)."""
+    splits = list(dict.fromkeys(split for split in splits if split))
+    manifest = load_manifest(data_dir)
+    compression = manifest.get("compression", "NONE")
+    for split in splits:
+        for shard in manifest["splits"].get(split, {}).get("shards", []):
+            path = os.path.join(data_dir, shard)
+            found = records.find_corruption(path, compression)
+            if found is not None:
+                offset, problem = found
+                return DataError(
+                    f"{path}: damaged record at byte {offset} ({problem}); delete the shard "
+                    "and rerun the conversion (it rewrites only missing shards)"
+                )
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DataError(
+        f"{data_dir}: a record of split(s) {', '.join(splits)} cannot be read ({first}); "
+        "rerun the conversion with --overwrite"
+    )
+
+
+def check_crop(data_dir, split, manifest, entry, crop_size):
+    """Raises DataError unless every image of the split holds a ``crop_size`` square.
+
+    The crop is taken from the zero-filled image, k-space height x width (layout
+    kspace) or recon height x k-space width (hybrid, which stores only those rows).
+    """
+    statistics = entry["statistics"]
+    widths = [int(shape.split("x")[-1]) for shape in statistics["kspace_shapes"]]
+    if manifest.get("layout", "kspace") == "hybrid":
+        rows = [size[0] for size in statistics["recon_sizes"]]
+        rows_are = "recon heights (layout hybrid stores only those rows)"
+    else:
+        rows = [int(shape.split("x")[-2]) for shape in statistics["kspace_shapes"]]
+        rows_are = "k-space heights"
+    if widths and crop_size > min(widths):
+        raise DataError(
+            f"--crop_size={crop_size}: split {split!r} of {data_dir} has k-space {min(widths)} "
+            f"columns wide; use --crop_size={min(widths)} or less"
+        )
+    if rows and crop_size > min(rows):
+        fix = " or convert with --layout=kspace" if "hybrid" in rows_are else ""
+        raise DataError(
+            f"--crop_size={crop_size}: split {split!r} of {data_dir} has {rows_are} of "
+            f"{min(rows)}; use --crop_size={min(rows)} or less{fix}"
+        )
+
+
 def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> tf.data.Dataset:
     """The batched, prefetched dataset of one split of converted data.
 
@@ -232,12 +293,7 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
     layout = manifest.get("layout", "kspace")  # conversions before layouts held k-space
     if layout not in schema.LAYOUTS:
         raise DataError(f"{data_dir}: manifest layout {layout!r} unknown; rerun the conversion")
-    stored_rows = min(size[0] for size in entry["statistics"]["recon_sizes"] or [[0]])
-    if layout == "hybrid" and options.crop_size > stored_rows:
-        raise DataError(
-            f"{data_dir}: split {split!r} holds the centre {stored_rows} rows (layout hybrid); "
-            f"crop {options.crop_size} needs more: convert with --layout=kspace or crop less"
-        )
+    check_crop(data_dir, split, manifest, entry, options.crop_size)
     coils = entry["statistics"]["coils"]
     if len(coils) != 1:
         raise DataError(

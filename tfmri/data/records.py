@@ -141,3 +141,34 @@ class RecordWriter:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+def find_corruption(path, compression="NONE"):
+    """The first damaged record of a TFRecord file: (byte offset, problem), or None.
+
+    Checks every record's length and data checksums. For GZIP files the offset is
+    into the decompressed stream.
+    """
+    opener = gzip.open if compression == "GZIP" else open
+    offset = 0
+    try:
+        with opener(path, "rb") as handle:
+            while True:
+                head = handle.read(12)
+                if not head:
+                    return None
+                if len(head) < 12:
+                    return offset, "truncated record header"
+                length_bytes = head[:8]
+                if struct.unpack("<I", head[8:])[0] != masked_crc([length_bytes]):
+                    return offset, "record length checksum mismatch"
+                (length,) = struct.unpack("<Q", length_bytes)
+                data = handle.read(length)
+                footer = handle.read(4)
+                if len(data) < length or len(footer) < 4:
+                    return offset, "truncated record"
+                if struct.unpack("<I", footer)[0] != masked_crc([data]):
+                    return offset, "record data checksum mismatch"
+                offset += 12 + length + 4
+    except (OSError, EOFError) as error:
+        return offset, f"unreadable ({error})"
