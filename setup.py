@@ -17,6 +17,7 @@ setup(
         "crc32c>=2.3",  # TFRecord checksums for the converter, which runs without TensorFlow
         "tensorflow-serving-api>=2.21,<2.22",  # the serving client's gRPC PredictRequest
         "matplotlib>=3.7",  # the report's figures
+        "tqdm>=4.60",  # progress bars (terminal and notebook)
         # The main job: scikit-image bundles the photographs of the demo data
         # (tfmri/data/natural.py); nilearn the MNI152 template of the real-anatomy check
         # set, which nibabel reads and scipy resizes (tfmri/data/anatomy.py).

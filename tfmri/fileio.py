@@ -17,12 +17,6 @@ def temporary_name(path):
     return os.path.join(directory, f".{base}.tmp-{os.getpid()}")
 
 
-def is_temporary(name):
-    """Whether a file name is one of :func:`temporary_name`'s."""
-    base = os.path.basename(name)
-    return base.startswith(".") and ".tmp-" in base
-
-
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path to write; renames it to ``path`` when the block succeeds."""

@@ -1,51 +1,54 @@
-"""A dependency-free progress bar for long command-line jobs.
+"""Progress of long jobs: a tqdm bar on a terminal or in a notebook, short lines in a log.
 
-On a terminal it redraws one line; otherwise (logs, CI) it prints a line at every
-10 % so that logs stay short.
+In a log (stderr not a terminal: CI, ``nohup``) a line is printed at most every
+``log_seconds`` and at the end, so that logs stay short.
 """
 
 import sys
 import time
 
+from tqdm.auto import tqdm
+
+
+def live_display(stream=None) -> bool:
+    """Whether a bar can redraw in place: a terminal, or a notebook."""
+    stream = stream or sys.stderr
+    return getattr(stream, "isatty", lambda: False)() or "ipykernel" in sys.modules
+
 
 class ProgressBar:
-    def __init__(self, total, unit="items", stream=None, width=30):
+    """``total`` items of ``unit``; ``update(increment, extra)`` as they finish."""
+
+    def __init__(self, total, unit="items", stream=None, log_seconds=10.0):
         self.total = max(int(total), 0)
         self.unit = unit
         self.stream = stream or sys.stderr
-        self.width = width
         self.count = 0
-        self.extra = ""
-        self.start = time.monotonic()
-        self._interactive = getattr(self.stream, "isatty", lambda: False)()
-        self._last_decile = -1
+        self.start = self.last_line = time.monotonic()
+        self.log_seconds = log_seconds
+        self.bar = None
+        if live_display(self.stream):
+            self.bar = tqdm(total=self.total, unit=f" {unit}", file=self.stream, dynamic_ncols=True)
 
     def elapsed(self):
         return time.monotonic() - self.start
 
     def update(self, increment=1, extra=""):
         self.count += increment
-        self.extra = extra
-        fraction = self.count / self.total if self.total else 1.0
-        if not self._interactive:
-            decile = int(fraction * 10)
-            if decile == self._last_decile:
-                return
-            self._last_decile = decile
-        filled = int(self.width * min(fraction, 1.0))
-        elapsed = time.monotonic() - self.start
-        remaining = elapsed / fraction - elapsed if fraction > 0 else 0.0
-        line = (
-            f"[{'=' * filled}{'.' * (self.width - filled)}] {self.count}/{self.total} {self.unit}"
-            f"  {elapsed:.0f}s elapsed, {remaining:.0f}s left  {extra}"
-        )
-        if self._interactive:
-            self.stream.write("\r" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        if self.bar is not None:
+            self.bar.update(increment)
+            if extra:
+                self.bar.set_postfix_str(extra, refresh=False)
+            return
+        now = time.monotonic()
+        if now - self.last_line >= self.log_seconds or self.count >= self.total:
+            self.last_line = now
+            self.stream.write(
+                f"{self.count}/{self.total} {self.unit}, {self.elapsed():.0f} s  {extra}".rstrip()
+                + "\n"
+            )
+            self.stream.flush()
 
     def close(self):
-        if self._interactive:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()

@@ -99,8 +99,8 @@ def keep_freed_memory() -> bool:
     By default glibc serves every allocation above 32 MiB (and, as its threshold
     adapts, many smaller ones) with a fresh mmap and unmaps it on free. A training
     step allocates and frees the same large tensors every time (a 4 x 4 x 1024 x 512
-    kernel gradient is 32 MiB), so each step page-faulted them in again: about 50,000
-    minor faults per step in the reference benchmark, a tenth of the step. With mmap
+    kernel gradient is 32 MiB), so each step page-faulted them in again
+    (bench/RESULTS.md has the counts and times). With mmap
     off and no trimming, freed blocks stay in the heap and the next step reuses them;
     the process holds its peak memory instead of returning it between steps.
 

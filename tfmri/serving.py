@@ -22,20 +22,24 @@ class ServingError(UserError):
     """The server is unreachable or answered with an error."""
 
 
+class RequestError(UserError, ValueError):
+    """Request arrays of the wrong kind or shape."""
+
+
 def split_kspace(kspace, mask):
     """complex [B, H, W] (or [H, W]) k-space and [W] or [B, W] mask -> the three inputs."""
     kspace = np.asarray(kspace)
     if kspace.ndim == 2:
         kspace = kspace[None]
     if kspace.ndim != 3 or not np.iscomplexobj(kspace):
-        raise ValueError(
+        raise RequestError(
             f"k-space must be complex [B, H, W] or [H, W], got {kspace.dtype} {kspace.shape}"
         )
     mask = np.asarray(mask, np.float32)
     if mask.ndim == 1:
         mask = np.tile(mask, (kspace.shape[0], 1))
     if mask.shape != (kspace.shape[0], kspace.shape[-1]):
-        raise ValueError(f"mask must be [W] or [B, W] = {kspace.shape[::2]}, got {mask.shape}")
+        raise RequestError(f"mask must be [W] or [B, W] = {kspace.shape[::2]}, got {mask.shape}")
     return {
         "kspace_real": np.ascontiguousarray(kspace.real, np.float32),
         "kspace_imag": np.ascontiguousarray(kspace.imag, np.float32),

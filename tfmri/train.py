@@ -30,7 +30,16 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorboard.plugins.hparams import api as hparams_api  # noqa: E402
 
-from tfmri import checkpoints, config, fileio, runlock, runtime, visualize, volumes  # noqa: E402
+from tfmri import (  # noqa: E402
+    callbacks,
+    checkpoints,
+    config,
+    fileio,
+    runlock,
+    runtime,
+    visualize,
+    volumes,
+)
 from tfmri.data import pipeline  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.models import pix2pix  # noqa: E402
@@ -183,70 +192,6 @@ def resolved_flags() -> str:
     return "\n".join(line for line in lines if line) + "\n"
 
 
-class Logger(keras.callbacks.Callback):
-    """Counts steps, checkpoints, stops on non-finite losses, writes TensorBoard logs."""
-
-    def __init__(self, state, checkpointer, log_dir, images):
-        """``log_dir`` None: no TensorBoard logs (a multi-worker run's non-chief workers)."""
-        super().__init__()
-        self.state = state
-        self.checkpointer = checkpointer
-        if log_dir is None:
-            self.train_writer = self.val_writer = tf.summary.create_noop_writer()
-            images = None
-        else:
-            self.train_writer = tf.summary.create_file_writer(os.path.join(log_dir, "train"))
-            self.val_writer = tf.summary.create_file_writer(os.path.join(log_dir, "val"))
-        self.images = images  # (inputs, target) of the fixed validation slices, or None
-        self.diverged = None
-
-    def _learning_rates(self):
-        rates = {"learning_rate/G": self.model.g_optimizer.learning_rate}
-        if self.model.d_optimizer is not None:
-            rates["learning_rate/D"] = self.model.d_optimizer.learning_rate
-        return {name: float(value) for name, value in rates.items()}
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.state.global_step.assign_add(1)
-        self.state.step_in_epoch.assign_add(1)
-        values = {name: float(value) for name, value in (logs or {}).items()}
-        bad = {name: value for name, value in values.items() if not math.isfinite(value)}
-        if bad:
-            self.diverged = (bad, self.state.describe())
-            self.model.stop_training = True
-            return
-        step = int(self.state.global_step)
-        if FLAGS.log_every_steps and step % FLAGS.log_every_steps == 0:
-            with self.train_writer.as_default(step=step):
-                for name, value in {**values, **self._learning_rates()}.items():
-                    tf.summary.scalar(f"step/{name}", value)
-        if FLAGS.checkpoint_every_steps and step % FLAGS.checkpoint_every_steps == 0:
-            self.checkpointer.save()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.diverged:
-            return
-        logs = logs or {}
-        epoch_number = epoch + 1
-        with self.train_writer.as_default(step=epoch_number):
-            for name, value in logs.items():
-                if not name.startswith("val_"):
-                    tf.summary.scalar(f"epoch/{name}", float(value))
-            for name, value in self._learning_rates().items():
-                tf.summary.scalar(f"epoch/{name}", value)
-        with self.val_writer.as_default(step=epoch_number):
-            for name, value in logs.items():
-                if name.startswith("val_"):
-                    tf.summary.scalar(f"epoch/{name[4:]}", float(value))
-            if self.images is not None:
-                grid = np.concatenate([comparison_image(self.model, i) for i, _ in self.images])
-                tf.summary.image(
-                    "zero-filled | reconstruction | target | 5 x error", grid[None, ..., None]
-                )
-        self.train_writer.flush()
-        self.val_writer.flush()
-
-
 def comparison_image(model, inputs):
     """uint8 [S, 4 * S] comparison of the model's reconstruction of one validation slice
     with its zero-filled input and stored target (unclamped)."""
@@ -330,12 +275,10 @@ def _train(checked, task, changed):
     if FLAGS.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, FLAGS.max_steps_per_epoch)
     total_epochs = FLAGS.epochs + FLAGS.epochs_decay
-    logging.info(
-        "%d replicas, global batch %d, %d steps per epoch, %d epochs",
-        replicas,
-        FLAGS.batch_size,
-        steps_per_epoch,
-        total_epochs,
+    print(
+        f"{replicas} replica(s), global batch {FLAGS.batch_size}, {steps_per_epoch} steps "
+        f"per epoch, {total_epochs} epochs",
+        flush=True,
     )
 
     keras.utils.set_random_seed(FLAGS.seed)
@@ -397,7 +340,15 @@ def _train(checked, task, changed):
         FLAGS.data_dir, FLAGS.val_split, options(FLAGS.seed, False), training=False
     )
     images = fixed_validation_slices(validation, FLAGS.num_images) if task.is_chief else None
-    logger = Logger(state, checkpointer, log_dir, images)
+    guard = callbacks.DivergenceGuard(state)
+    every_step = [
+        callbacks.StepCounter(state),
+        guard,
+        callbacks.PeriodicCheckpoint(checkpointer, state, FLAGS.checkpoint_every_steps, guard),
+        callbacks.TensorBoardLogger(
+            log_dir, state, FLAGS.log_every_steps, guard, images, comparison_image
+        ),
+    ]
     # Every worker evaluates the whole validation split (the means are then the same on
     # all, and so is their average).
     validation = validation.map(_model_inputs).with_options(_no_auto_sharding())
@@ -415,7 +366,7 @@ def _train(checked, task, changed):
             # Killed between the epoch's last step (checkpointed by --checkpoint_every_steps)
             # and its end: the epoch's steps are all done; fit(steps_per_epoch=0) would
             # run forever on the repeated data. Its validation is skipped.
-            logging.info("epoch %d: all %d steps were done before the restart", epoch + 1, done)
+            print(f"epoch {epoch + 1}: all {done} steps were done before the restart", flush=True)
             close_epoch()
             continue
         # The data order and training masks of an epoch depend on the seed and the epoch
@@ -434,8 +385,9 @@ def _train(checked, task, changed):
         training = training.map(_model_inputs).repeat().skip(done // task.num_workers)
         training = training.with_options(_no_auto_sharding())
         started = time.monotonic()
-        resumed = f", resumed at step {done}" if done else ""
-        print(f"epoch {epoch + 1}/{total_epochs}{resumed}", flush=True)
+        if done:
+            print(f"epoch {epoch + 1}/{total_epochs}: resumed at step {done}", flush=True)
+        progress = callbacks.EpochProgress(epoch, total_epochs, steps_per_epoch, done)
         with pipeline.naming_damaged_records(FLAGS.data_dir, FLAGS.train_split, FLAGS.val_split):
             result = model.fit(
                 training,
@@ -445,12 +397,12 @@ def _train(checked, task, changed):
                 validation_data=validation,
                 # Given, so that Keras need not run into the end of the data to learn it.
                 validation_steps=math.ceil(val_slices / FLAGS.batch_size),
-                callbacks=[logger],
+                callbacks=every_step + [progress],
                 shuffle=False,
-                verbose=2 if not os.isatty(1) else 1,
+                verbose=0,  # EpochProgress is the one progress view
             )
-        if logger.diverged:
-            bad, where = logger.diverged
+        if guard.diverged:
+            bad, where = guard.diverged
             named = ", ".join(f"{name}={value}" for name, value in bad.items())
             latest = checkpointer.manager.latest_checkpoint or "none yet"
             raise TrainingDiverged(

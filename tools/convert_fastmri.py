@@ -9,8 +9,9 @@ keeping the shards that are complete. See tfmri/data/convert.py for the layout.
 from absl import flags
 
 from tfmri import cli
+from tfmri.errors import UserError
 
-cli.quiet_tensorflow()
+cli.quiet_tensorflow(load=False)
 
 from tfmri.data import convert, schema  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
@@ -50,7 +51,7 @@ flags.mark_flags_as_required(["input_dir", "output_dir"])
 @cli.user_errors_to_exit
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}; all options are --flags")
+        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     options = convert.ConvertOptions(
         FLAGS.num_shards, FLAGS.num_workers, FLAGS.compression, FLAGS.on_error, FLAGS.layout
     )

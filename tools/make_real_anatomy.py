@@ -14,7 +14,7 @@ from absl import flags
 
 from tfmri import cli
 
-cli.quiet_tensorflow()
+cli.quiet_tensorflow(load=False)
 
 from tfmri.data import anatomy  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402

@@ -14,8 +14,9 @@ only undersampled k-space with its mask, as fastMRI's test sets do.
 from absl import flags
 
 from tfmri import cli
+from tfmri.errors import UserError
 
-cli.quiet_tensorflow()
+cli.quiet_tensorflow(load=False)
 
 from tfmri.data import synthetic  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
@@ -42,16 +43,20 @@ flags.mark_flag_as_required("output_dir")
 @cli.user_errors_to_exit
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}; all options are --flags")
-    spec = synthetic.SyntheticSpec(
-        FLAGS.num_volumes,
-        FLAGS.num_slices,
-        FLAGS.coils,
-        FLAGS.seed,
-        FLAGS.val_fraction,
-        FLAGS.test_fraction,
-        FLAGS.source,
-    )
+        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    try:
+        spec = synthetic.SyntheticSpec(
+            FLAGS.num_volumes,
+            FLAGS.num_slices,
+            FLAGS.coils,
+            FLAGS.seed,
+            FLAGS.val_fraction,
+            FLAGS.test_fraction,
+            FLAGS.source,
+        )
+        synthetic.split_sizes(spec.num_volumes, spec.val_fraction, spec.test_fraction)
+    except ValueError as error:
+        raise UserError(f"--num_volumes/--val_fraction/--test_fraction: {error}") from None
     bar = ProgressBar(FLAGS.num_volumes, "volumes")
     written = synthetic.generate(spec, FLAGS.output_dir, lambda done, total: bar.update())
     bar.close()

@@ -17,7 +17,7 @@ from absl import flags
 
 from tfmri import cli
 
-cli.quiet_tensorflow()
+cli.quiet_tensorflow(load=False)
 
 from tfmri import fileio, serving  # noqa: E402
 from tfmri.data import masks  # noqa: E402

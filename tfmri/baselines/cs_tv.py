@@ -262,7 +262,7 @@ def measured_hybrid(kspace, mask, crop_size):
 
 
 # The measured rows gather a data-dependent number of columns, which XLA cannot
-# compile; the solver has static shapes and runs about 1.5x faster compiled.
+# compile; the solver has static shapes and runs faster compiled (bench/RESULTS.md).
 _measured_graph = tf.function(measured_hybrid)
 # reconstruct_hybrid compiled with XLA (once per shape and options; `record` unsupported).
 reconstruct_hybrid_xla = tf.function(reconstruct_hybrid, jit_compile=True)

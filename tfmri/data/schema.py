@@ -56,7 +56,8 @@ def hybrid_rows(kspace, rows):
     """complex64 [..., rows, W]: ``kspace`` [..., H, W] inverse transformed along H
     (centred, orthonormal, as :mod:`tfmri.data.transforms`) and cropped to the centre
     ``rows`` (fastMRI's rounding: from ``(H - rows) // 2``)."""
-    # In complex64, as stored (NumPy >= 2 transforms it in single precision, 4 x faster).
+    # In complex64, as stored (NumPy >= 2 transforms it in single precision, faster:
+    # bench/RESULTS.md).
     data = np.fft.ifftshift(np.asarray(kspace, np.complex64), axes=-2)
     data = np.fft.fftshift(np.fft.ifft(data, axis=-2, norm="ortho"), axes=-2)
     top = (data.shape[-2] - rows) // 2

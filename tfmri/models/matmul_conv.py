@@ -2,10 +2,9 @@
 
 Deep in the pix2pix U-Net the maps are tiny (8 x 8 down to 1 x 1) and the kernels
 large (4 x 4 x 1024 x 512 is 32 MiB). There oneDNN re-lays out the kernel on every
-call and its weight-gradient kernel runs at a few GFLOP/s. As "patches times kernel"
-the same layers are matrix products on the kernel as stored; measured per pass on
-these machines, 2.5-3x faster for the kernel gradient and up to 7x for the
-transposed convolution on 4 x 4 maps (bench/bench_train.py has the whole step).
+call and its weight-gradient kernel is slow. As "patches times kernel" the same
+layers are matrix products on the kernel as stored, faster on those maps (per-pass
+and whole-step timings in bench/RESULTS.md; bench/bench_train.py times the step).
 
 ``im2col`` gathers the 4 x 4 patches of a stride-2 "same" convolution (one pixel of
 zero padding on each side of an even-sized map); ``col2im`` is its adjoint, which
@@ -98,9 +97,8 @@ def conv_transpose(x, kernel):
 
 
 # The products below keep the large operand (the kernel, or the patches' gradient)
-# in its stored row-major layout: oneDNN's GEMM is 2-4x slower on a transposed large
-# operand with a few dozen rows on the other side (16 x 1024 times 1024 x 8192: 15 ms
-# as ``a @ b^T``, 4 ms as ``(b @ a^T)^T``).
+# in its stored row-major layout: oneDNN's GEMM is slower on a transposed large
+# operand with a few dozen rows on the other side (bench/RESULTS.md).
 
 
 def _times_transposed(a, b):

@@ -1,10 +1,10 @@
 """Adam on TensorFlow's fused kernel.
 
 Keras 3's Adam updates each variable with separate element-wise ops (first moment,
-second moment, then the variable), several passes over memory per step. For the
-54 M parameters of pix2pix's unet_256 generator that took 0.13 s of a 0.70 s step on
-2 CPU cores; TensorFlow's ``ResourceApplyAdam`` kernel does the same update in one
-pass in 0.03 s. The maths are Keras's Adam without amsgrad:
+second moment, then the variable), several passes over memory per step, which shows
+for the 54 M parameters of pix2pix's unet_256 generator; TensorFlow's
+``ResourceApplyAdam`` kernel does the same update in one pass (timings in
+bench/RESULTS.md). The maths are Keras's Adam without amsgrad:
 
   m <- beta_1 m + (1 - beta_1) g,  v <- beta_2 v + (1 - beta_2) g^2,
   w <- w - lr sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)
