@@ -74,9 +74,7 @@ def load_slices(directory, max_volumes=None, slices_per_volume=None):
             raise UserError(f"{path}: no target to compare with; use a train or val split")
         middle, half = volume.num_slices // 2, slices_per_volume // 2
         chosen = slice(max(middle - half, 0), max(middle - half, 0) + slices_per_volume)
-        mask, _ = masks.MaskFunction(spec)(
-            volume.kspace.shape[-1], seed=masks.volume_seed(volume.name)
-        )
+        mask = masks.fixed_volume_mask(spec, volume.name, volume.kspace.shape[-1])
         kspace = volume.kspace[chosen] * mask
         volumes.append((volume.name, kspace.astype(np.complex64), mask, volume.target[chosen]))
     if not volumes:

@@ -114,3 +114,15 @@ def test_apply_mask_zeroes_exactly_the_unsampled_columns():
     masked = masks.apply_mask(kspace, mask).numpy()
     np.testing.assert_array_equal(masked[..., [1, 2, 5]], 0)
     np.testing.assert_array_equal(masked[..., [0, 3, 4]], kspace.numpy()[..., [0, 3, 4]])
+
+
+def test_a_volumes_fixed_mask_is_seeded_by_its_file_name():
+    # fastMRI fixes one mask per evaluation volume, seeded by the code points of its name.
+    spec = masks.MaskSpec("random", (0.04,), (8.0,))
+    name = "file1000123.h5"
+    expected, _ = masks.MaskFunction(spec)(368, seed=[ord(c) for c in name])
+    fixed = masks.fixed_volume_mask(spec, name, 368)
+    np.testing.assert_array_equal(fixed, expected)
+    assert not np.array_equal(fixed, masks.fixed_volume_mask(spec, "file1000124.h5", 368))
+    with pytest.raises(ValueError):
+        fixed[0] = 1.0  # shared by every caller: read-only

@@ -10,6 +10,7 @@ import os
 
 from absl import flags
 
+from tfmri import mask_flags
 from tfmri.data import masks
 from tfmri.errors import UserError
 from tfmri.models import networks, pix2pix
@@ -20,13 +21,6 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Converted TFRecords (the converter's --output_dir).")
 flags.DEFINE_string("train_split", "singlecoil_train", "Split to train on.")
 flags.DEFINE_string("val_split", "singlecoil_val", "Split to validate and evaluate on.")
-flags.DEFINE_enum("mask_type", "random", list(masks.MASK_TYPES), "Undersampling mask type.")
-flags.DEFINE_list(
-    "center_fractions", ["0.04"], "Fractions of centre columns kept, one per acceleration."
-)
-flags.DEFINE_list(
-    "accelerations", ["8"], "Acceleration factors; one (fraction, acceleration) pair per step."
-)
 flags.DEFINE_integer("crop_size", 320, "Side of the square recon crop the model sees.")
 flags.DEFINE_integer("batch_size", 8, "Global batch size (split over the replicas).")
 flags.DEFINE_integer("shuffle_buffer", 64, "Records in the training shuffle buffer.")
@@ -103,16 +97,7 @@ flags.DEFINE_integer("num_images", 4, "Validation slices shown in TensorBoard ea
 
 def mask_spec() -> masks.MaskSpec:
     """The mask of --mask_type, --center_fractions, --accelerations (checked)."""
-    given = (
-        f"--mask_type={FLAGS.mask_type} --center_fractions={','.join(FLAGS.center_fractions)} "
-        f"--accelerations={','.join(FLAGS.accelerations)}"
-    )
-    try:
-        return masks.parse_spec(FLAGS.mask_type, FLAGS.center_fractions, FLAGS.accelerations)
-    except ValueError as error:
-        raise UserError(
-            f"{given}: {error}; e.g. --center_fractions=0.04 --accelerations=8"
-        ) from None
+    return mask_flags.spec()
 
 
 def model_config() -> pix2pix.ModelConfig:
@@ -185,7 +170,15 @@ def _check_values():
     model_config()
 
 
+def recipe_flags() -> list:
+    """The flags of a run's recipe: this module's and the mask flags."""
+    return [
+        flag
+        for module in (__name__, mask_flags.__name__)
+        for flag in FLAGS.get_flags_for_module(module)
+    ]
+
+
 def flag_values() -> dict:
     """The shared flags' values, for hyperparameter logs and the saved run record."""
-    names = [flag.name for flag in FLAGS.get_flags_for_module(__name__)]
-    return {name: FLAGS[name].value for name in names}
+    return {flag.name: flag.value for flag in recipe_flags()}

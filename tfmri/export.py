@@ -76,7 +76,7 @@ class Reconstructor(tf.Module):
         if measured is not None:
             inputs["measured"], inputs["mask"] = measured, mask
         output = self.model(inputs, training=False)
-        return transforms.denormalize(output[..., 0], mean[:, None, None], std[:, None, None])
+        return transforms.denormalize_per_slice(output[..., 0], mean, std)
 
     def from_kspace(self, kspace_real, kspace_imag, mask):
         for name, value in (("kspace_real", kspace_real), ("kspace_imag", kspace_imag)):

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import logging  # noqa: E402
 
-from tfmri import fileio, runlock, serving  # noqa: E402
+from tfmri import fileio, mask_flags, runlock, serving  # noqa: E402
 from tfmri.data import fastmri_files, masks  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
@@ -35,9 +35,6 @@ flags.DEFINE_string("input_dir", None, "A directory of fastMRI .h5 files.")
 flags.DEFINE_string("output_dir", None, "Where the reconstructions go (one .h5 per volume).")
 flags.DEFINE_integer("batch_size", 8, "Slices per call of the model.", lower_bound=1)
 flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "On a bad file: stop, or skip it.")
-flags.DEFINE_enum("mask_type", "random", list(masks.MASK_TYPES), "Mask for fully sampled files.")
-flags.DEFINE_list("center_fractions", ["0.04"], "Mask centre fractions for fully sampled files.")
-flags.DEFINE_list("accelerations", ["8"], "Mask accelerations for fully sampled files.")
 
 RECONSTRUCTION = "reconstruction"
 
@@ -118,9 +115,7 @@ def _run(signature, paths, output_dir, spec, batch_size, on_error):
             _check_fits(path, volume.kspace, crop_size)
             mask = volume.mask
             if mask is None:
-                mask, _ = masks.MaskFunction(spec)(
-                    volume.kspace.shape[-1], seed=masks.volume_seed(name)
-                )
+                mask = masks.fixed_volume_mask(spec, name, volume.kspace.shape[-1])
             try:
                 image = reconstruct_volume(signature, volume.kspace * mask, mask, batch_size)
             except tf.errors.InvalidArgumentError as error:
@@ -149,10 +144,7 @@ def main(argv):
     for name in ("model", "input_dir", "output_dir"):
         if not FLAGS[name].value:
             raise UserError(f"--{name} is required")
-    try:
-        spec = masks.parse_spec(FLAGS.mask_type, FLAGS.center_fractions, FLAGS.accelerations)
-    except ValueError as error:
-        raise UserError(f"--mask_type/--center_fractions/--accelerations: {error}") from None
+    spec = mask_flags.spec()
     written, kept, skipped = run(
         FLAGS.model, FLAGS.input_dir, FLAGS.output_dir, spec, FLAGS.batch_size, FLAGS.on_error
     )

@@ -80,7 +80,7 @@ def load_request(path, spec, slices=None):
         kspace = kspace[start:stop]
     mask = volume.mask
     if mask is None:
-        mask, _ = masks.MaskFunction(spec)(kspace.shape[-1], seed=masks.volume_seed(volume.name))
+        mask = masks.fixed_volume_mask(spec, volume.name, kspace.shape[-1])
     return kspace * mask, mask
 
 

@@ -188,7 +188,7 @@ def worker_dir(model_dir, index):
 
 def resolved_flags() -> str:
     """The flags of this run as a flagfile (the shared flags: train and evaluate read it)."""
-    lines = [flag.serialize() for flag in FLAGS.get_flags_for_module(config.__name__)]
+    lines = [flag.serialize() for flag in config.recipe_flags()]
     return "\n".join(line for line in lines if line) + "\n"
 
 

@@ -18,9 +18,8 @@ from tfmri.data import transforms
 
 def denormalized(images, inputs):
     """float32 [B, S, S]: normalised images [B, S, S, 1] in the batch's intensity scale."""
-    mean = inputs["mean"][:, None, None]
-    std = inputs["std"][:, None, None]
-    return transforms.denormalize(tf.cast(images[..., 0], tf.float32), mean, std)
+    images = tf.cast(images[..., 0], tf.float32)
+    return transforms.denormalize_per_slice(images, inputs["mean"], inputs["std"])
 
 
 def model_predictor(model):

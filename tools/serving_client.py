@@ -19,8 +19,7 @@ from tfmri import cli
 
 cli.quiet_tensorflow(load=False)
 
-from tfmri import fileio, serving  # noqa: E402
-from tfmri.data import masks  # noqa: E402
+from tfmri import fileio, mask_flags, serving  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -32,9 +31,6 @@ flags.DEFINE_string("host", "localhost", "TF Serving's host.")
 flags.DEFINE_integer("port", None, "TF Serving's port (default: 8501 for REST, 8500 for gRPC).")
 flags.DEFINE_float("timeout", 60.0, "Seconds to wait for the answer.", lower_bound=0.1)
 flags.DEFINE_string("slices", None, "Slices of an .h5 volume to send, e.g. 10:14 (default: all).")
-flags.DEFINE_enum("mask_type", "random", list(masks.MASK_TYPES), "Mask for fully sampled files.")
-flags.DEFINE_list("center_fractions", ["0.04"], "Mask centre fractions for fully sampled files.")
-flags.DEFINE_list("accelerations", ["8"], "Mask accelerations for fully sampled files.")
 flags.DEFINE_string("output", "reconstruction.npy", "Where to save the [B, S, S] reconstruction.")
 
 
@@ -48,10 +44,7 @@ def main(argv):
         raise UserError("--model_name is required: the name TF Serving serves the model under")
     if FLAGS.port is not None and not 1 <= FLAGS.port <= 65535:
         raise UserError(f"--port={FLAGS.port}: TCP ports are 1 to 65535 (TF Serving: 8501 REST)")
-    try:
-        spec = masks.parse_spec(FLAGS.mask_type, FLAGS.center_fractions, FLAGS.accelerations)
-    except ValueError as error:
-        raise UserError(f"--mask_type/--center_fractions/--accelerations: {error}") from None
+    spec = mask_flags.spec()
     kspace, mask = serving.load_request(FLAGS.input, spec, FLAGS.slices)
     inputs = serving.split_kspace(kspace, mask)
     if FLAGS.protocol == "rest":

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import sys
 
@@ -79,6 +80,16 @@ def parse_spec(mask_type, center_fractions, accelerations) -> MaskSpec:
 def volume_seed(volume_name: str) -> tuple[int, ...]:
     """The seed fastMRI uses to fix one mask per validation/test volume: the name's code points."""
     return tuple(map(ord, volume_name))
+
+
+@functools.lru_cache(maxsize=4096)
+def fixed_volume_mask(spec: MaskSpec, volume_name: str, width: int) -> np.ndarray:
+    """float32 [width]: the one mask of a validation or test volume, as fastMRI fixes it
+    (the mask function of ``spec`` seeded by :func:`volume_seed` of the file name).
+    Cached, so the array is read-only."""
+    mask, _ = MaskFunction(spec)(width, seed=volume_seed(volume_name))
+    mask.setflags(write=False)
+    return mask
 
 
 def center_columns(width: int, num_low_frequencies: int) -> np.ndarray:

@@ -23,7 +23,6 @@ yield ``zero_filled_image`` (the zero-filled magnitude as computed) and
 
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 
@@ -108,17 +107,11 @@ def split_info(data_dir, split):
     return manifest, entry, paths
 
 
-@functools.lru_cache(maxsize=4096)
-def _fixed_mask(spec, volume, width):
-    mask, _ = masks.MaskFunction(spec)(width, seed=masks.volume_seed(volume))
-    return mask
-
-
 def fixed_volume_mask(spec, volume, width):
     """float32 [W]: the evaluation mask of a volume (graph mode, via NumPy)."""
 
     def compute(volume_bytes, width_value):
-        return _fixed_mask(spec, volume_bytes.decode(), int(width_value))
+        return masks.fixed_volume_mask(spec, volume_bytes.decode(), int(width_value))
 
     mask = tf.numpy_function(compute, [volume, width], tf.float32, stateful=False)
     mask.set_shape([None])

@@ -194,3 +194,9 @@ def denormalize(normalized, mean, std):
     Inverts :func:`normalize` up to the clamp and the negligible ``eps``.
     """
     return normalized * std + mean
+
+
+def denormalize_per_slice(normalized, mean, std):
+    """:func:`denormalize` of a batch ``[B, ...]`` with one ``mean`` and ``std`` [B] per slice."""
+    shape = tf.concat([tf.shape(mean), tf.ones([tf.rank(normalized) - 1], tf.int32)], axis=0)
+    return denormalize(normalized, tf.reshape(mean, shape), tf.reshape(std, shape))

@@ -122,9 +122,7 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def _denormalize(image, inputs):
-    mean = tf.reshape(inputs["mean"], [-1, 1, 1, 1])
-    std = tf.reshape(inputs["std"], [-1, 1, 1, 1])
-    return transforms.denormalize(image, mean, std)
+    return transforms.denormalize_per_slice(image, inputs["mean"], inputs["std"])
 
 
 @keras.saving.register_keras_serializable(package="tfmri")
