@@ -52,7 +52,7 @@ def evaluate(model_dir, checkpoint, output_dir):
     # The method is what the checkpoint is, whatever --model says.
     label = "unet" if model.discriminator is None else "pix2pix"
     rows, examples = [], []
-    bar = ProgressBar(entry["statistics"]["num_volumes"], "volumes")
+    bar = ProgressBar(entry.statistics.num_volumes, "volumes")
     reconstructed = volumes.reconstruct_volumes(volumes.model_predictor(model), dataset)
     with pipeline.naming_damaged_records(FLAGS.data_dir, FLAGS.val_split):
         for name, zero_filled, reconstruction, target in reconstructed:

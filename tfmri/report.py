@@ -212,7 +212,7 @@ def _checked_source(source, cs_auto):
         _, entry, _ = pipeline.split_info(source.data_dir, source.split)
     except UserError as error:
         raise UserError(f"{split_flag}={source.split}: {error}") from None
-    return dataclasses.replace(source, num_volumes=entry["statistics"]["num_volumes"])
+    return dataclasses.replace(source, num_volumes=entry.statistics.num_volumes)
 
 
 def check_flags():

@@ -83,7 +83,7 @@ def _check_flags():
     # The data must be there before any work: these raise naming the directory and split.
     manifest, train_entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.train_split)
     _, val_entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
-    if not train_entry["statistics"]["has_target"]:
+    if not train_entry.statistics.has_target:
         raise UserError(
             f"--train_split={FLAGS.train_split}: it has no targets (a test split); "
             "train on a split with reconstructions"
@@ -91,8 +91,8 @@ def _check_flags():
     for split, entry in ((FLAGS.train_split, train_entry), (FLAGS.val_split, val_entry)):
         pipeline.check_crop(FLAGS.data_dir, split, manifest, entry, FLAGS.crop_size)
     config.check()
-    shard_slices = list(train_entry["shard_slices"])
-    return sum(shard_slices), sum(val_entry["shard_slices"]), shard_slices
+    shard_slices = list(train_entry.shard_slices)
+    return sum(shard_slices), val_entry.num_slices, shard_slices
 
 
 def _flagfile_values(text) -> dict:

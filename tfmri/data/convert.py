@@ -29,11 +29,12 @@ from absl import logging
 
 from tfmri import fileio, runlock
 from tfmri.data import fastmri_files, records, schema
+from tfmri.data import manifest as manifests
 from tfmri.errors import UserError
 
 COMPRESSIONS = {"NONE": "", "GZIP": ".gz"}
 ON_ERROR = ("fail", "skip")
-MANIFEST = "manifest.json"
+MANIFEST = manifests.FILE_NAME
 # Written when a conversion starts: which input the directory converts, for the
 # reruns and the other conversions that find it before a manifest exists.
 SOURCE = ".conversion.json"
@@ -280,13 +281,14 @@ def convert(input_dir, output_dir, options: ConvertOptions, progress=None, overw
 
 def _conversion_input(output_dir):
     """The input directory of the conversion ``output_dir`` holds (finished or not), or None."""
-    for name in (MANIFEST, SOURCE):
-        try:
-            with open(os.path.join(output_dir, name)) as handle:
-                return json.load(handle).get("input_dir")
-        except (OSError, ValueError, AttributeError):
-            continue
-    return None
+    finished = manifests.input_dir_of(output_dir)
+    if finished is not None:
+        return finished
+    try:
+        with open(os.path.join(output_dir, SOURCE)) as handle:
+            return json.load(handle).get("input_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _claim(output_dir, input_dir, overwrite):
@@ -365,7 +367,7 @@ def _convert(splits, input_dir, output_dir, options, progress, started):
         manifest["splits"][split]["shard_bytes"] = shard_bytes
         manifest["splits"][split]["statistics"]["bytes_written"] = sum(shard_bytes)
         manifest["skipped"] += [s for record in split_records for s in record["skipped"]]
-    fileio.write_json(os.path.join(output_dir, MANIFEST), manifest)
+    manifests.write(output_dir, manifest)
     return manifest
 
 

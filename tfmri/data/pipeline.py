@@ -23,19 +23,17 @@ yield ``zero_filled_image`` (the zero-filled magnitude as computed) and
 
 import contextlib
 import dataclasses
-import json
 import os
 
 import tensorflow as tf
 
-from tfmri.data import convert, masks, records, schema, transforms
-from tfmri.errors import UserError
+from tfmri.data import manifest as manifests
+from tfmri.data import masks, records, schema, transforms
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-class DataError(UserError):
-    """Converted data that cannot be used; the message names the file and the fix."""
+DataError = manifests.DataError  # raised for data that cannot be used as asked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,49 +60,10 @@ class PipelineOptions:
     file_shard: tuple[int, int] = (1, 0)
 
 
-def load_manifest(data_dir) -> dict:
-    """Reads ``manifest.json`` of a converted directory, checking the schema version."""
-    path = os.path.join(data_dir, convert.MANIFEST)
-    if not os.path.exists(path):
-        raise DataError(
-            f"{path}: no manifest; convert the data first with tools/convert_fastmri.py "
-            "(an interrupted conversion has no manifest: rerun it to finish)"
-        )
-    try:
-        with open(path) as handle:
-            manifest = json.load(handle)
-    except ValueError as error:
-        raise DataError(f"{path}: not valid JSON ({error}); rerun the conversion") from None
-    if manifest.get("schema_version") != schema.SCHEMA_VERSION:
-        raise DataError(
-            f"{path}: written with schema version {manifest.get('schema_version')}, this tfmri "
-            f"reads version {schema.SCHEMA_VERSION}; convert the data again"
-        )
-    return manifest
-
-
 def split_info(data_dir, split):
-    """(manifest, its entry for the split, shard paths), every shard checked to exist."""
-    manifest = load_manifest(data_dir)
-    if split not in manifest["splits"]:
-        raise DataError(
-            f"{data_dir}: no split {split!r}; the manifest has {', '.join(manifest['splits'])}"
-        )
-    entry = manifest["splits"][split]
-    paths = [os.path.join(data_dir, shard) for shard in entry["shards"]]
-    for path, expected in zip(paths, entry.get("shard_bytes", [None] * len(paths))):
-        if not os.path.exists(path):
-            raise DataError(
-                f"{path}: shard listed in the manifest is missing; rerun the conversion"
-            )
-        if expected is not None and os.path.getsize(path) != expected:
-            raise DataError(
-                f"{path}: {os.path.getsize(path)} bytes, the manifest says {expected}: the shard "
-                "is truncated or was changed; delete it and rerun the conversion"
-            )
-    if not paths:
-        raise DataError(f"{data_dir}: split {split!r} has no shards")
-    return manifest, entry, paths
+    """(manifest, the split, its shard paths), every shard checked to exist whole."""
+    manifest = manifests.read(data_dir)
+    return manifest, manifest.split(split), manifest.shard_paths(split)
 
 
 def fixed_volume_mask(spec, volume, width):
@@ -222,12 +181,12 @@ def corrupt_data_error(data_dir, splits, error) -> DataError:
     """The one-line error for a tf.errors.DataLossError met reading ``splits``: it names
     the first damaged shard and the record's byte offset (found by checking them all)."""
     splits = list(dict.fromkeys(split for split in splits if split))
-    manifest = load_manifest(data_dir)
-    compression = manifest.get("compression", "NONE")
+    manifest = manifests.read(data_dir)
     for split in splits:
-        for shard in manifest["splits"].get(split, {}).get("shards", []):
+        entry = manifest.splits.get(split)
+        for shard in entry.shards if entry else ():
             path = os.path.join(data_dir, shard)
-            found = records.find_corruption(path, compression)
+            found = records.find_corruption(path, manifest.compression)
             if found is not None:
                 offset, problem = found
                 return DataError(
@@ -247,13 +206,13 @@ def check_crop(data_dir, split, manifest, entry, crop_size):
     The crop is taken from the zero-filled image, k-space height x width (layout
     kspace) or recon height x k-space width (hybrid, which stores only those rows).
     """
-    statistics = entry["statistics"]
-    widths = [int(shape.split("x")[-1]) for shape in statistics["kspace_shapes"]]
-    if manifest.get("layout", "kspace") == "hybrid":
-        rows = [size[0] for size in statistics["recon_sizes"]]
+    statistics = entry.statistics
+    widths = statistics.widths
+    if manifest.layout == "hybrid":
+        rows = [size[0] for size in statistics.recon_sizes]
         rows_are = "recon heights (layout hybrid stores only those rows)"
     else:
-        rows = [int(shape.split("x")[-2]) for shape in statistics["kspace_shapes"]]
+        rows = statistics.heights
         rows_are = "k-space heights"
     if widths and crop_size > min(widths):
         raise DataError(
@@ -279,15 +238,13 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
     order, the same fixed mask for every slice of a volume, identical on every pass.
     """
     manifest, entry, paths = split_info(data_dir, split)
-    has_target = entry["statistics"]["has_target"]
+    has_target = entry.statistics.has_target
     if training and not has_target:
         raise DataError(f"{data_dir}: split {split!r} has no targets and cannot be trained on")
-    compression = convert.tfrecord_compression(manifest["compression"])
-    layout = manifest.get("layout", "kspace")  # conversions before layouts held k-space
-    if layout not in schema.LAYOUTS:
-        raise DataError(f"{data_dir}: manifest layout {layout!r} unknown; rerun the conversion")
+    compression = manifest.reader_compression
+    layout = manifest.layout
     check_crop(data_dir, split, manifest, entry, options.crop_size)
-    coils = entry["statistics"]["coils"]
+    coils = list(entry.statistics.coils)
     if len(coils) != 1:
         raise DataError(
             f"{data_dir}: split {split!r} mixes single-coil and multi-coil volumes (coils "
@@ -352,7 +309,7 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             )
 
         dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=True)
-    widths = entry["statistics"]["kspace_shapes"]
+    widths = entry.statistics.kspace_shapes
     if not with_measured or len(widths) == 1:
         dataset = dataset.batch(options.batch_size, drop_remainder=options.drop_remainder)
     elif training:
