@@ -22,7 +22,6 @@ cli.quiet_tensorflow()
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import logging  # noqa: E402
 
 from tfmri import fileio, mask_flags, runlock, serving  # noqa: E402
 from tfmri.data import fastmri_files, masks  # noqa: E402
@@ -34,7 +33,9 @@ flags.DEFINE_string("model", None, "An exported model version: savedmodel/NAME/N
 flags.DEFINE_string("input_dir", None, "A directory of fastMRI .h5 files.")
 flags.DEFINE_string("output_dir", None, "Where the reconstructions go (one .h5 per volume).")
 flags.DEFINE_integer("batch_size", 8, "Slices per call of the model.", lower_bound=1)
-flags.DEFINE_enum("on_error", "fail", ["fail", "skip"], "On a bad file: stop, or skip it.")
+flags.DEFINE_enum(
+    "on_error", "fail", list(fastmri_files.ON_ERROR), "On a bad file: stop, or skip it."
+)
 
 RECONSTRUCTION = "reconstruction"
 
@@ -124,10 +125,7 @@ def _run(signature, paths, output_dir, spec, batch_size, on_error):
                     path, f"the model refused its k-space ({problem})"
                 ) from None
         except fastmri_files.FastMRIFileError as error:
-            if on_error == "fail":
-                raise UserError(f"{error}; or rerun with --on_error=skip to leave it out") from None
-            logging.warning("skipping %s", error)
-            skipped.append({"file": path, "reason": error.problem})
+            fastmri_files.on_bad_file(error, on_error, skipped)
             bar.update()
             continue
         write_reconstruction(target, image)

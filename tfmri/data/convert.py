@@ -33,7 +33,7 @@ from tfmri.data import manifest as manifests
 from tfmri.errors import UserError
 
 COMPRESSIONS = {"NONE": "", "GZIP": ".gz"}
-ON_ERROR = ("fail", "skip")
+ON_ERROR = fastmri_files.ON_ERROR
 MANIFEST = manifests.FILE_NAME
 # Written when a conversion starts: which input the directory converts, for the
 # reruns and the other conversions that find it before a manifest exists.
@@ -196,12 +196,7 @@ def convert_shard(task: ShardTask) -> dict:
                 try:
                     volume = fastmri_files.read_volume(path)
                 except fastmri_files.FastMRIFileError as error:
-                    if task.on_error == "fail":
-                        raise ConversionError(
-                            f"{error}; or rerun with --on_error=skip to leave it out"
-                        ) from None
-                    logging.warning("skipping %s", error)
-                    skipped.append({"file": path, "reason": error.problem})
+                    fastmri_files.on_bad_file(error, task.on_error, skipped, ConversionError)
                     _report(path, 0, 0)
                     continue
                 for slice_index in range(volume.num_slices):

@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ElementTree
 
 import h5py
 import numpy as np
+from absl import logging
 
 from tfmri.errors import UserError
 
@@ -254,6 +255,21 @@ def _check_mask(path, mask, width):
     if not np.isin(mask, (0, 1)).all():
         raise FastMRIFileError(path, "dataset 'mask' holds values other than 0 and 1")
     return mask.astype(np.float32)
+
+
+ON_ERROR = ("fail", "skip")
+
+
+def on_bad_file(error: FastMRIFileError, on_error: str, skipped: list, stop=UserError):
+    """The ``--on_error`` policy for a file that cannot be used.
+
+    ``fail``: raises ``stop`` (a UserError class) with the file's message and the other
+    choice; ``skip``: logs it and appends ``{"file", "reason"}`` to ``skipped``.
+    """
+    if on_error == "fail":
+        raise stop(f"{error}; or rerun with --on_error=skip to leave it out")
+    logging.warning("skipping %s", error)
+    skipped.append({"file": error.path, "reason": error.problem})
 
 
 def _plain(value):
