@@ -14,7 +14,6 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from tfmri import progress
 
@@ -133,40 +132,31 @@ def _format(logs):
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """The one progress view of an epoch, then one line with its metrics.
-
-    On a terminal or in a notebook a tqdm bar; in a log (no terminal) a line every
-    ``log_seconds`` with the steps done and the generator losses.
-    """
+    """The one progress view of an epoch (:class:`tfmri.progress.ProgressBar`: a tqdm bar
+    on a terminal or in a notebook, in a log a line every ``log_seconds`` with the
+    generator losses), then one line with the epoch's metrics."""
 
     def __init__(self, epoch, total_epochs, steps, done=0, log_seconds=30.0):
         super().__init__()
         self.label = f"epoch {epoch + 1}/{total_epochs}"
-        self.steps, self.count = steps, done
+        self.steps, self.done = steps, done
         self.log_seconds = log_seconds
         self.bar = None
 
     def on_train_begin(self, logs=None):
-        self.started = self.last_line = time.monotonic()
-        if progress.live_display():
-            self.bar = tqdm(
-                total=self.steps,
-                initial=self.count,
-                desc=self.label,
-                unit="step",
-                dynamic_ncols=True,
-                leave=False,
-            )
+        self.started = time.monotonic()
+        self.bar = progress.ProgressBar(
+            self.steps,
+            "steps",
+            log_seconds=self.log_seconds,
+            desc=self.label,
+            initial=self.done,
+            leave=False,
+        )
 
     def on_train_batch_end(self, batch, logs=None):
-        self.count += 1
-        losses = _format({k: v for k, v in (logs or {}).items() if k.startswith("G_")})
-        if self.bar is not None:
-            self.bar.update()
-            self.bar.set_postfix_str(losses, refresh=False)
-        elif time.monotonic() - self.last_line >= self.log_seconds:
-            self.last_line = time.monotonic()
-            print(f"{self.label}: step {self.count}/{self.steps}; {losses}", flush=True)
+        losses = {name: value for name, value in (logs or {}).items() if name.startswith("G_")}
+        self.bar.update(extra=_format(losses))
 
     def on_epoch_end(self, epoch, logs=None):
         self._close()

@@ -17,18 +17,35 @@ def live_display(stream=None) -> bool:
 
 
 class ProgressBar:
-    """``total`` items of ``unit``; ``update(increment, extra)`` as they finish."""
+    """``total`` items of ``unit``; ``update(increment, extra)`` as they finish.
 
-    def __init__(self, total, unit="items", stream=None, log_seconds=10.0):
+    ``desc`` labels the bar and its log lines, ``initial`` items are done already, and
+    with ``leave=False`` the bar vanishes when closed and a log gets no closing line (the
+    caller prints its own summary).
+    """
+
+    def __init__(
+        self, total, unit="items", stream=None, log_seconds=10.0, desc="", initial=0, leave=True
+    ):
         self.total = max(int(total), 0)
         self.unit = unit
         self.stream = stream or sys.stderr
-        self.count = 0
+        self.count = initial
         self.start = self.last_line = time.monotonic()
         self.log_seconds = log_seconds
+        self.prefix = f"{desc}: " if desc else ""
+        self.leave = leave
         self.bar = None
         if live_display(self.stream):
-            self.bar = tqdm(total=self.total, unit=f" {unit}", file=self.stream, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=self.total,
+                initial=initial,
+                desc=desc or None,
+                unit=f" {unit}",
+                file=self.stream,
+                dynamic_ncols=True,
+                leave=leave,
+            )
 
     def elapsed(self):
         return time.monotonic() - self.start
@@ -41,12 +58,11 @@ class ProgressBar:
                 self.bar.set_postfix_str(extra, refresh=False)
             return
         now = time.monotonic()
-        if now - self.last_line >= self.log_seconds or self.count >= self.total:
+        closing = self.leave and self.count >= self.total
+        if now - self.last_line >= self.log_seconds or closing:
             self.last_line = now
-            self.stream.write(
-                f"{self.count}/{self.total} {self.unit}, {self.elapsed():.0f} s  {extra}".rstrip()
-                + "\n"
-            )
+            line = f"{self.prefix}{self.count}/{self.total} {self.unit}, {self.elapsed():.0f} s"
+            self.stream.write(f"{line}  {extra}".rstrip() + "\n")
             self.stream.flush()
 
     def close(self):

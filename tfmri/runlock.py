@@ -68,14 +68,6 @@ def _read(path):
         return None
 
 
-def holder(directory):
-    """The owner record of the lock on ``directory`` if a live run holds it, else None."""
-    owner = _read(os.path.join(directory, LOCK_NAME))
-    if owner is None or _is_stale(owner):
-        return None
-    return owner
-
-
 def _is_stale(owner):
     if owner.get("host") != socket.gethostname():
         return False

@@ -82,14 +82,15 @@ def _check_flags():
     config.check_directories()
     # The data must be there before any work: these raise naming the directory and split.
     manifest, train_entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.train_split)
-    _, val_entry, _ = pipeline.split_info(FLAGS.data_dir, FLAGS.val_split)
+    val_entry = manifest.split(FLAGS.val_split)
+    manifest.shard_paths(FLAGS.val_split)  # every shard there, whole
     if not train_entry.statistics.has_target:
         raise UserError(
             f"--train_split={FLAGS.train_split}: it has no targets (a test split); "
             "train on a split with reconstructions"
         )
-    for split, entry in ((FLAGS.train_split, train_entry), (FLAGS.val_split, val_entry)):
-        pipeline.check_crop(FLAGS.data_dir, split, manifest, entry, FLAGS.crop_size)
+    for split in (FLAGS.train_split, FLAGS.val_split):
+        pipeline.check_crop(manifest, split, FLAGS.crop_size)
     config.check()
     shard_slices = list(train_entry.shard_slices)
     return sum(shard_slices), val_entry.num_slices, shard_slices
@@ -113,13 +114,13 @@ def _flagfile_values(text) -> dict:
     return values
 
 
-def recipe_changes(saved_text, current_text) -> dict:
-    """{flag: (saved value, current value)} for every recipe flag that differs.
+def recipe_changes(saved, current) -> dict:
+    """{flag: (saved value, current value)} for every recipe flag that differs, of two
+    :func:`_flagfile_values`.
 
     Flags in :data:`RESUMABLE_FLAGS` may differ; directories are compared by real path;
     a flag the saved file lacks (added to tfmri since the run started) is not compared.
     """
-    saved, current = _flagfile_values(saved_text), _flagfile_values(current_text)
     changes = {}
     for name, value in current.items():
         if name in RESUMABLE_FLAGS:
@@ -141,8 +142,9 @@ def _check_recipe(model_dir):
     if not os.path.exists(path):
         return {}
     with open(path) as handle:
-        saved = handle.read()
-    changes = recipe_changes(saved, resolved_flags())
+        saved = _flagfile_values(handle.read())
+    current = _flagfile_values(resolved_flags())
+    changes = recipe_changes(saved, current)
     if changes:
         listed = ", ".join(f"--{name} {old} -> {new}" for name, (old, new) in changes.items())
         raise UserError(
@@ -150,11 +152,10 @@ def _check_recipe(model_dir):
             f"it with its own flags (--flagfile={path}, changing only "
             f"{', '.join('--' + name for name in RESUMABLE_FLAGS)}), or use a new --model_dir"
         )
-    saved_values, current = _flagfile_values(saved), _flagfile_values(resolved_flags())
     return {
-        name: (saved_values.get(name), current.get(name))
+        name: (saved.get(name), current[name])
         for name in RESUMABLE_FLAGS
-        if name in current and saved_values.get(name) != current.get(name)
+        if name in current and saved.get(name) != current[name]
     }
 
 
@@ -179,6 +180,11 @@ def _no_auto_sharding():
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return options
+
+
+def _own_dir(task):
+    """Where this process of the run saves: --model_dir for the chief, else its own."""
+    return FLAGS.model_dir if task.is_chief else worker_dir(FLAGS.model_dir, task.index)
 
 
 def worker_dir(model_dir, index):
@@ -236,8 +242,7 @@ def train():
     """
     checked = _check_flags()
     task = runtime.cluster_task() if FLAGS.strategy == "multi_worker" else runtime.Task()
-    held = FLAGS.model_dir if task.is_chief else worker_dir(FLAGS.model_dir, task.index)
-    with runlock.hold(held, "training", "--model_dir"):
+    with runlock.hold(_own_dir(task), "training", "--model_dir"):
         changed = _check_recipe(FLAGS.model_dir) if task.is_chief else {}
         return _train(checked, task, changed)
 
@@ -298,10 +303,9 @@ def _train(checked, task, changed):
     # Multi-worker: every worker saves checkpoints (saving takes part in collectives),
     # but only the chief writes to --model_dir; the others save to a directory of their
     # own and write no logs, flags or model config. All restore from --model_dir.
-    save_dir = FLAGS.model_dir if task.is_chief else worker_dir(FLAGS.model_dir, task.index)
     state = checkpoints.TrainingState()
     checkpointer = checkpoints.Checkpointer(
-        FLAGS.model_dir, model, state, FLAGS.keep_checkpoints, save_dir=save_dir
+        FLAGS.model_dir, model, state, FLAGS.keep_checkpoints, save_dir=_own_dir(task)
     )
     resumed = checkpointer.restore()
     if resumed:

@@ -35,9 +35,6 @@ from tfmri.errors import UserError
 COMPRESSIONS = {"NONE": "", "GZIP": ".gz"}
 ON_ERROR = fastmri_files.ON_ERROR
 MANIFEST = manifests.FILE_NAME
-# Written when a conversion starts: which input the directory converts, for the
-# reruns and the other conversions that find it before a manifest exists.
-SOURCE = ".conversion.json"
 
 
 def tfrecord_compression(name):
@@ -274,22 +271,10 @@ def convert(input_dir, output_dir, options: ConvertOptions, progress=None, overw
         return _convert(splits, input_dir, output_dir, options, progress, started)
 
 
-def _conversion_input(output_dir):
-    """The input directory of the conversion ``output_dir`` holds (finished or not), or None."""
-    finished = manifests.input_dir_of(output_dir)
-    if finished is not None:
-        return finished
-    try:
-        with open(os.path.join(output_dir, SOURCE)) as handle:
-            return json.load(handle).get("input_dir")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def _claim(output_dir, input_dir, overwrite):
     """Records which input ``output_dir`` converts, refusing (or with ``overwrite``
     removing) the conversion of another input."""
-    previous = _conversion_input(output_dir)
+    previous = manifests.input_dir_of(output_dir)
     same = previous is not None and os.path.realpath(previous) == os.path.realpath(input_dir)
     if overwrite:
         _remove_conversion(output_dir)
@@ -299,7 +284,7 @@ def _claim(output_dir, input_dir, overwrite):
             f"{os.path.abspath(input_dir)}; convert into another --output_dir, or add "
             "--overwrite to remove that conversion first"
         )
-    fileio.write_json(os.path.join(output_dir, SOURCE), {"input_dir": os.path.abspath(input_dir)})
+    manifests.record_input(output_dir, input_dir)
 
 
 def _remove_conversion(output_dir):
@@ -307,9 +292,7 @@ def _remove_conversion(output_dir):
     for pattern in ("*/shard-*-of-*.tfrecord*", "*/.*.tmp-*"):
         for path in glob.glob(os.path.join(output_dir, pattern)):
             os.remove(path)
-    for name in (MANIFEST, SOURCE):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(output_dir, name))
+    manifests.remove(output_dir)
     for entry in os.listdir(output_dir):
         with contextlib.suppress(OSError):
             os.rmdir(os.path.join(output_dir, entry))  # only the emptied split folders

@@ -158,8 +158,9 @@ def _check_declared_size(path, key, dataset):
 
 def _read(path, handle, key):
     try:
-        _check_declared_size(path, key, handle[key])
-        return handle[key][()]
+        dataset = handle[key]
+        _check_declared_size(path, key, dataset)
+        return dataset[()]
     except MemoryError:
         raise FastMRIFileError(
             path, f"dataset {key!r} is too large to read into memory", "check the file"

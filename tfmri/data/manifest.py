@@ -9,6 +9,7 @@ report read it with :func:`read`, typed. Layout of the file::
      "skipped", "seconds", "resumed_shards", "bytes_converted"}
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,6 +19,9 @@ from tfmri.data import schema
 from tfmri.errors import UserError
 
 FILE_NAME = "manifest.json"
+# Written when a conversion starts, long before the manifest: which input the directory
+# converts, for reruns and for other conversions that find it unfinished.
+START_FILE = ".conversion.json"
 
 
 class DataError(UserError):
@@ -164,10 +168,27 @@ def write(output_dir, record: dict):
     fileio.write_json(os.path.join(output_dir, FILE_NAME), record)
 
 
+def record_input(output_dir, input_dir):
+    """Notes, before any shard, that ``output_dir`` holds a conversion of ``input_dir``."""
+    fileio.write_json(
+        os.path.join(output_dir, START_FILE), {"input_dir": os.path.abspath(input_dir)}
+    )
+
+
 def input_dir_of(output_dir):
-    """The input directory of the finished conversion in ``output_dir``, or None."""
-    try:
-        with open(os.path.join(output_dir, FILE_NAME)) as handle:
-            return json.load(handle).get("input_dir")
-    except (OSError, ValueError, AttributeError):
-        return None
+    """The input directory of the conversion ``output_dir`` holds, finished (its manifest)
+    or not (its start record), or None."""
+    for name in (FILE_NAME, START_FILE):
+        try:
+            with open(os.path.join(output_dir, name)) as handle:
+                return json.load(handle)["input_dir"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def remove(output_dir):
+    """Removes the manifest and the start record of ``output_dir``, if there."""
+    for name in (FILE_NAME, START_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(output_dir, name))

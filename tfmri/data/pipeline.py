@@ -200,30 +200,32 @@ def corrupt_data_error(data_dir, splits, error) -> DataError:
     )
 
 
-def check_crop(data_dir, split, manifest, entry, crop_size):
-    """Raises DataError unless every image of the split holds a ``crop_size`` square.
+def check_crop(manifest, split, crop_size):
+    """Raises DataError unless every image of ``split`` holds a ``crop_size`` square.
 
     The crop is taken from the zero-filled image, k-space height x width (layout
     kspace) or recon height x k-space width (hybrid, which stores only those rows).
     """
-    statistics = entry.statistics
+    statistics = manifest.split(split).statistics
+    where = f"split {split!r} of {manifest.directory}"
     widths = statistics.widths
-    if manifest.layout == "hybrid":
-        rows = [size[0] for size in statistics.recon_sizes]
-        rows_are = "recon heights (layout hybrid stores only those rows)"
-    else:
-        rows = statistics.heights
-        rows_are = "k-space heights"
     if widths and crop_size > min(widths):
         raise DataError(
-            f"--crop_size={crop_size}: split {split!r} of {data_dir} has k-space {min(widths)} "
-            f"columns wide; use --crop_size={min(widths)} or less"
+            f"--crop_size={crop_size}: {where} has k-space {min(widths)} columns wide; "
+            f"use --crop_size={min(widths)} or less"
         )
+    hybrid = manifest.layout == "hybrid"
+    rows = [size[0] for size in statistics.recon_sizes] if hybrid else statistics.heights
     if rows and crop_size > min(rows):
-        fix = " or convert with --layout=kspace" if "hybrid" in rows_are else ""
+        rows_are = (
+            "recon heights (layout hybrid stores only those rows)"
+            if hybrid
+            else ("k-space heights")
+        )
+        fix = " or convert with --layout=kspace" if hybrid else ""
         raise DataError(
-            f"--crop_size={crop_size}: split {split!r} of {data_dir} has {rows_are} of "
-            f"{min(rows)}; use --crop_size={min(rows)} or less{fix}"
+            f"--crop_size={crop_size}: {where} has {rows_are} of {min(rows)}; use "
+            f"--crop_size={min(rows)} or less{fix}"
         )
 
 
@@ -243,7 +245,7 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
         raise DataError(f"{data_dir}: split {split!r} has no targets and cannot be trained on")
     compression = manifest.reader_compression
     layout = manifest.layout
-    check_crop(data_dir, split, manifest, entry, options.crop_size)
+    check_crop(manifest, split, options.crop_size)
     coils = list(entry.statistics.coils)
     if len(coils) != 1:
         raise DataError(
