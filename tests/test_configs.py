@@ -7,10 +7,8 @@ import pytest
 from absl import flags
 
 from tests.conftest import ROOT
-from tfmri import (
-    config,
-    report,  # noqa: F401  (defines the report's flags)
-)
+from tfmri import report  # noqa: F401  (defines the report's flags)
+from tfmri.flagdefs import recipe
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.cfg")))
 REQUIRED = {
@@ -40,9 +38,9 @@ def test_the_required_configs_exist():
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
 def test_config_is_a_valid_recipe(parsed_flags, path):
     parsed_flags(path)
-    spec = config.mask_spec()
-    model = config.model_config()
-    assert flags.FLAGS.data_dir and flags.FLAGS.model_dir
+    run = recipe.run_config_of(flags.FLAGS)
+    spec, model = run.mask, run.model
+    assert run.data.data_dir and run.runtime.model_dir
     name = os.path.basename(path)
     if name.startswith("knee_singlecoil_8x"):
         assert spec == spec.__class__("random", (0.04,), (8,))

@@ -18,7 +18,7 @@ def _run(exported, input_dir, output_dir, *extra):
     return run_tool(
         "-m",
         "tfmri.reconstruct",
-        f"--model={model}",
+        f"--saved_model={model}",
         f"--input_dir={input_dir}",
         f"--output_dir={output_dir}",
         "--batch_size=2",
@@ -80,7 +80,7 @@ def test_missing_version_directory(exported, singlecoil_raw, tmp_path):
     result = run_tool(
         "-m",
         "tfmri.reconstruct",
-        f"--model={os.path.join(export_dir, 'knee', '7')}",
+        f"--saved_model={os.path.join(export_dir, 'knee', '7')}",
         f"--input_dir={os.path.join(singlecoil_raw, 'singlecoil_val')}",
         f"--output_dir={tmp_path / 'out'}",
     )

@@ -270,7 +270,7 @@ def test_reconstruct_names_a_file_narrower_than_the_crop(exported, singlecoil_ra
         sorted(glob.glob(os.path.join(singlecoil_raw, "singlecoil_val", "*.h5")))[0], path, 300
     )
     model = os.path.join(export_dir, "knee", "1")
-    base = ["-m", "tfmri.reconstruct", f"--model={model}", f"--input_dir={narrow}"]
+    base = ["-m", "tfmri.reconstruct", f"--saved_model={model}", f"--input_dir={narrow}"]
     result = run_tool(*base, f"--output_dir={tmp_path / 'out'}")
     assert result.returncode == 1
     assert _last_line(result).startswith(f"error: {path}: k-space 640 x 300 is smaller")

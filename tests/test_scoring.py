@@ -86,7 +86,7 @@ def test_validation_metrics_score_the_stored_target(bright_records):
     )
     model = pix2pix.Pix2Pix(config)
     model.compile(keras.optimizers.SGD(0.0))
-    scores = model.evaluate(dataset.map(train._model_inputs), return_dict=True, verbose=0)
+    scores = model.evaluate(dataset.map(train.model_inputs), return_dict=True, verbose=0)
 
     volume = fastmri_files.read_volume(os.path.join(raw, "singlecoil_val", NAME))
     expected = {name: [] for name in metrics.NAMES}

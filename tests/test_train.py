@@ -92,9 +92,9 @@ def test_helpfull_documents_every_flag():
     assert result.returncode == 0
     from absl import flags
 
-    from tfmri import config  # noqa: F401 - defines the shared flags
+    from tfmri.flagdefs import recipe
 
-    for flag in flags.FLAGS.get_flags_for_module("tfmri.config"):
+    for flag in (f for module in recipe.MODULES for f in flags.FLAGS.get_flags_for_module(module)):
         assert flag.help, f"--{flag.name} has no help text"
         assert re.search(rf"--(\[no\])?{flag.name}:", result.stdout), flag.name
 

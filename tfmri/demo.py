@@ -29,6 +29,7 @@ step keeps what an earlier run finished, so rerunning is cheap and an interrupte
 resumes; the export is redone only when the recommended checkpoint changed.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -44,6 +45,7 @@ cli.quiet_tensorflow()
 from tfmri import fileio  # noqa: E402
 from tfmri.data import anatomy, convert, synthetic  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
+from tfmri.flagdefs import common  # noqa: E402, F401 - --export_dir, --model_name
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -72,10 +74,6 @@ flags.DEFINE_bool(
     "Also write the real-anatomy check set (tools/make_real_anatomy.py) into "
     "<workdir>/anatomy and score every method on it in the report's check-set section.",
 )
-flags.DEFINE_string("export_dir", "savedmodel", "Base directory of the exported SavedModels.")
-flags.DEFINE_string(
-    "model_name", "demo", "Name of the exported model: <export_dir>/<model_name>/N."
-)
 flags.DEFINE_multi_string(
     "train_flag",
     [],
@@ -90,6 +88,47 @@ RUNS_4X = (("pix2pix_4x", "demo_4x.cfg"), ("unet_4x", "demo_unet_4x.cfg"))
 MAIN_ACCELERATION = 8
 # Records which checkpoint the last export came from, so a rerun does not export again.
 EXPORT_RECORD = "savedmodel.json"
+DEFAULT_MODEL_NAME = "demo"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """What the main job makes, trains and exports (directories absolute: the steps run
+    from the repository root)."""
+
+    workdir: str
+    export_dir: str
+    model_name: str = DEFAULT_MODEL_NAME
+    num_volumes: int = 10
+    num_slices: int = 12
+    data_seed: int = 0
+    data_source: str = "natural"
+    with_4x: bool = False
+    data_consistency: bool = True
+    check_set: bool = True
+    train_flags: tuple = ()
+
+    @property
+    def suffix(self) -> str:
+        """Of the run and report directories: runs without data consistency are apart."""
+        return "" if self.data_consistency else "_nodc"
+
+
+def demo_config(values) -> DemoConfig:
+    """The DemoConfig of the flags of ``values`` (absl FlagValues)."""
+    return DemoConfig(
+        workdir=os.path.abspath(values.workdir),
+        export_dir=os.path.abspath(values.export_dir),
+        model_name=values.model_name or DEFAULT_MODEL_NAME,
+        num_volumes=values.num_volumes,
+        num_slices=values.num_slices,
+        data_seed=values.data_seed,
+        data_source=values.data_source,
+        with_4x=values.with_4x,
+        data_consistency=values.data_consistency,
+        check_set=values.check_set,
+        train_flags=tuple(values.train_flag),
+    )
 
 
 def _step(message):
@@ -174,10 +213,10 @@ def latest_checkpoint(model_dir):
     return os.path.join(model_dir, os.path.basename(name))
 
 
-def export_recommended(model_dir):
+def export_recommended(config, model_dir):
     """Exports the run's newest checkpoint unless the last export was of it; returns
     the SavedModel's version directory."""
-    record_path = os.path.join(FLAGS.workdir, EXPORT_RECORD)
+    record_path = os.path.join(config.workdir, EXPORT_RECORD)
     checkpoint = latest_checkpoint(model_dir)
     if os.path.exists(record_path):
         with open(record_path) as handle:
@@ -185,10 +224,10 @@ def export_recommended(model_dir):
         if record["checkpoint"] == checkpoint and os.path.isdir(record["saved_model"]):
             _step(f"{record['saved_model']} is already the export of {checkpoint}")
             return record["saved_model"]
-    model_root = os.path.join(FLAGS.export_dir, FLAGS.model_name)
+    model_root = os.path.join(config.export_dir, config.model_name)
     before = set(os.listdir(model_root)) if os.path.isdir(model_root) else set()
     overrides = [f"--model_dir={model_dir}", f"--checkpoint={checkpoint}"]
-    overrides += [f"--model_name={FLAGS.model_name}", f"--export_dir={FLAGS.export_dir}"]
+    overrides += [f"--model_name={config.model_name}", f"--export_dir={config.export_dir}"]
     _run("tfmri.export", os.path.join(model_dir, "flags.cfg"), overrides)
     (version,) = set(os.listdir(model_root)) - before
     saved_model = os.path.join(model_root, version)
@@ -196,10 +235,9 @@ def export_recommended(model_dir):
     return saved_model
 
 
-def serving_commands(saved_model, test_dir):
-    """The commands that serve the export with TF Serving and call it."""
+def serving_commands(saved_model, test_dir, name):
+    """The commands that serve the export (model name ``name``) with TF Serving and call it."""
     root = os.path.abspath(os.path.dirname(saved_model))
-    name = FLAGS.model_name
     example = sorted(os.listdir(test_dir))[0] if os.listdir(test_dir) else "FILE.h5"
     return "\n".join(
         [
@@ -213,22 +251,17 @@ def serving_commands(saved_model, test_dir):
     )
 
 
-@cli.user_errors_to_exit
-def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
-    # Absolute: the steps run from the repository root.
-    FLAGS.workdir = os.path.abspath(FLAGS.workdir)
-    FLAGS.export_dir = os.path.abspath(FLAGS.export_dir)
-    raw_dir = os.path.join(FLAGS.workdir, "fastmri")
-    records_dir = os.path.join(FLAGS.workdir, "tfrecords")
-
-    _step(f"synthetic fastMRI volumes ({FLAGS.data_source}) -> {raw_dir}")
+def make_data(config: DemoConfig):
+    """Steps 1-3: synthetic volumes, their TFRecords, the check set; returns
+    (raw_dir, records_dir, check set records or None)."""
+    raw_dir = os.path.join(config.workdir, "fastmri")
+    records_dir = os.path.join(config.workdir, "tfrecords")
+    _step(f"synthetic fastMRI volumes ({config.data_source}) -> {raw_dir}")
     spec = synthetic.SyntheticSpec(
-        FLAGS.num_volumes, FLAGS.num_slices, 1, FLAGS.data_seed, source=FLAGS.data_source
+        config.num_volumes, config.num_slices, 1, config.data_seed, source=config.data_source
     )
     _check_source(raw_dir, spec)
-    bar = ProgressBar(FLAGS.num_volumes, "volumes")
+    bar = ProgressBar(config.num_volumes, "volumes")
     synthetic.generate(spec, raw_dir, lambda done, total: bar.update())
     bar.close()
 
@@ -242,27 +275,34 @@ def main(argv):
     )
     bar.close()
     print(convert.summary(manifest))
+    check_dir = check_set(config.workdir) if config.check_set else None
+    return raw_dir, records_dir, check_dir
 
-    check_dir = check_set(FLAGS.workdir) if FLAGS.check_set else None
 
-    suffix = "" if FLAGS.data_consistency else "_nodc"
-    runs = [(name + suffix, cfg) for name, cfg in RUNS_8X + (RUNS_4X if FLAGS.with_4x else ())]
+def train_runs(config: DemoConfig, records_dir):
+    """Steps 4-6: trains (and evaluates the 8x runs); returns [(run name, config file)]."""
+    runs = RUNS_8X + (RUNS_4X if config.with_4x else ())
+    runs = [(name + config.suffix, config_file) for name, config_file in runs]
     for index, (name, config_file) in enumerate(runs):
-        model_dir = os.path.join(FLAGS.workdir, name)
+        model_dir = os.path.join(config.workdir, name)
         overrides = [f"--data_dir={records_dir}", f"--model_dir={model_dir}"]
-        overrides += [] if FLAGS.data_consistency else ["--nodata_consistency"]
-        overrides += FLAGS.train_flag
+        overrides += [] if config.data_consistency else ["--nodata_consistency"]
+        overrides += list(config.train_flags)
         flagfile = os.path.join(CONFIGS, config_file)
         _run("tfmri.train", flagfile, overrides)
         if index < len(RUNS_8X):
             _run("tfmri.evaluate", flagfile, overrides)
+    return runs
 
-    if FLAGS.with_4x:
+
+def write_report(config: DemoConfig, records_dir, check_dir, runs):
+    """Step 7: the comparison report; returns its directory."""
+    if config.with_4x:
         settings = ["--center_fractions=0.08,0.04", "--accelerations=4,8"]
     else:
         settings = ["--center_fractions=0.04", "--accelerations=8"]
-    checkpoints = ",".join(os.path.join(FLAGS.workdir, name) for name, _ in runs)
-    report_dir = os.path.join(FLAGS.workdir, "report" + suffix)
+    checkpoints = ",".join(os.path.join(config.workdir, name) for name, _ in runs)
+    report_dir = os.path.join(config.workdir, "report" + config.suffix)
     overrides = [
         f"--data_dir={records_dir}",
         f"--checkpoints={checkpoints}",
@@ -271,17 +311,37 @@ def main(argv):
     ]
     overrides += [f"--check_data_dir={check_dir}"] if check_dir else []
     _run("tfmri.report", os.path.join(CONFIGS, "report_demo.cfg"), overrides)
+    return report_dir
 
+
+def serve_recommended(config: DemoConfig, raw_dir, report_dir):
+    """Steps 8-9: exports the recommended 8x run and reconstructs the test split with it."""
     # The 8x runs are named after their method.
-    name, method, ssim = recommended_run(report_dir, [(n + suffix, n) for n, _ in RUNS_8X])
+    candidates = [(name + config.suffix, name) for name, _ in RUNS_8X]
+    name, method, ssim = recommended_run(report_dir, candidates)
     _step(f"recommended: {name} ({method}, validation SSIM {ssim:.4f} at {MAIN_ACCELERATION}x)")
-    saved_model = export_recommended(os.path.join(FLAGS.workdir, name))
+    saved_model = export_recommended(config, os.path.join(config.workdir, name))
     test_dir = os.path.join(raw_dir, "singlecoil_test")
-    reconstructions = os.path.join(FLAGS.workdir, "reconstructions")
-    overrides = [f"--model={saved_model}", f"--input_dir={test_dir}"]
+    reconstructions = os.path.join(config.workdir, "reconstructions")
+    overrides = [f"--saved_model={saved_model}", f"--input_dir={test_dir}"]
     overrides += [f"--output_dir={reconstructions}"]
     _run("tfmri.reconstruct", None, overrides)
-    print(serving_commands(saved_model, test_dir))
+    print(serving_commands(saved_model, test_dir, config.model_name))
+
+
+def demo(config: DemoConfig):
+    """The main job, steps 1 to 9."""
+    raw_dir, records_dir, check_dir = make_data(config)
+    runs = train_runs(config, records_dir)
+    report_dir = write_report(config, records_dir, check_dir, runs)
+    serve_recommended(config, raw_dir, report_dir)
+
+
+@cli.user_errors_to_exit
+def main(argv):
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    demo(demo_config(FLAGS))
 
 
 if __name__ == "__main__":

@@ -31,20 +31,13 @@ cli.quiet_tensorflow()
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfmri import checkpoints, config, fileio, runlock, runtime  # noqa: E402, F401 - config: the shared flags
+from tfmri import checkpoints, fileio, runlock, runtime  # noqa: E402
 from tfmri.data import pipeline, transforms  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
+from tfmri.flagdefs import common, recipe  # noqa: E402, F401 - define the flags (a run's flags.cfg)
 from tfmri.models import pix2pix  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string(
-    "checkpoint",
-    None,
-    "Checkpoint to export (a ckpt-N prefix or a directory; default: the newest in --model_dir).",
-)
-flags.DEFINE_string("model_name", None, "Name of the served model: <export_dir>/<model_name>/.")
-flags.DEFINE_integer("version", None, "Version directory to write (default: the next free one).")
-flags.DEFINE_string("export_dir", "savedmodel", "Base directory of the served models.")
 
 
 def _per_slice_statistics(images):

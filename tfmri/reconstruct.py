@@ -1,6 +1,6 @@
 """Reconstructs every fastMRI volume of a directory with an exported model.
 
-  python -m tfmri.reconstruct --model=savedmodel/knee/1 --input_dir=DIR --output_dir=DIR
+  python -m tfmri.reconstruct --saved_model=savedmodel/knee/1 --input_dir=DIR --output_dir=DIR
 
 Writes one HDF5 file per volume, under the volume's name, holding ``reconstruction``
 float32 [slices, 320, 320]: the format fastMRI's leaderboard takes. Test files use
@@ -23,16 +23,16 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfmri import fileio, mask_flags, runlock, serving  # noqa: E402
+from tfmri import fileio, runlock, serving  # noqa: E402
 from tfmri.data import fastmri_files, masks  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
+from tfmri.flagdefs import common  # noqa: E402, F401 - --batch_size, --output_dir
+from tfmri.flagdefs import mask as mask_flags  # noqa: E402
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "An exported model version: savedmodel/NAME/N.")
+flags.DEFINE_string("saved_model", None, "An exported model version: savedmodel/NAME/N.")
 flags.DEFINE_string("input_dir", None, "A directory of fastMRI .h5 files.")
-flags.DEFINE_string("output_dir", None, "Where the reconstructions go (one .h5 per volume).")
-flags.DEFINE_integer("batch_size", 8, "Slices per call of the model.", lower_bound=1)
 flags.DEFINE_enum(
     "on_error", "fail", list(fastmri_files.ON_ERROR), "On a bad file: stop, or skip it."
 )
@@ -48,7 +48,7 @@ def load_model(path):
             sorted(v for v in os.listdir(parent) if v.isdigit()) if os.path.isdir(parent) else []
         )
         present = f"versions present: {', '.join(versions)}" if versions else "export one first"
-        raise UserError(f"--model={path}: no SavedModel there ({present})")
+        raise UserError(f"--saved_model={path}: no SavedModel there ({present})")
     return tf.saved_model.load(path).signatures[serving.SIGNATURE]
 
 
@@ -139,12 +139,14 @@ def _run(signature, paths, output_dir, spec, batch_size, on_error):
 def main(argv):
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
-    for name in ("model", "input_dir", "output_dir"):
+    for name in ("saved_model", "input_dir", "output_dir"):
         if not FLAGS[name].value:
             raise UserError(f"--{name} is required")
-    spec = mask_flags.spec()
+    if FLAGS.batch_size < 1:
+        raise UserError(f"--batch_size={FLAGS.batch_size}: must be >= 1")
+    spec = mask_flags.spec(FLAGS)
     written, kept, skipped = run(
-        FLAGS.model, FLAGS.input_dir, FLAGS.output_dir, spec, FLAGS.batch_size, FLAGS.on_error
+        FLAGS.saved_model, FLAGS.input_dir, FLAGS.output_dir, spec, FLAGS.batch_size, FLAGS.on_error
     )
     print(
         f"{len(written)} volumes reconstructed, {len(kept)} kept from an earlier run, "

@@ -39,10 +39,11 @@ cli.quiet_tensorflow()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfmri import checkpoints, config, fileio, metrics, runtime, volumes  # noqa: E402, F401
+from tfmri import checkpoints, fileio, metrics, run_config, runtime, volumes  # noqa: E402
 from tfmri.baselines import cs_tv  # noqa: E402
 from tfmri.data import masks, pipeline  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
+from tfmri.flagdefs import recipe  # noqa: E402, F401 - the flags of the flagfiles it reads
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -99,20 +100,6 @@ CURVES = (
 )
 
 
-def _read_run_flags(model_dir) -> dict:
-    """{name: value} of the ``--name=value`` lines of a run's flags.cfg."""
-    path = os.path.join(model_dir, checkpoints.FLAGS_FILE)
-    if not os.path.exists(path):
-        raise UserError(f"{path}: missing; is {model_dir} the --model_dir of a training run?")
-    values = {}
-    with open(path) as handle:
-        for line in handle:
-            if line.startswith("--") and "=" in line:
-                name, value = line[2:].rstrip("\n").split("=", 1)
-                values[name] = value
-    return values
-
-
 class Run:
     """A trained checkpoint: its method, the mask it was trained with, its model."""
 
@@ -121,18 +108,21 @@ class Run:
         self.model_dir = path if os.path.isdir(path) else os.path.dirname(path)
         if not os.path.isdir(self.model_dir):
             raise UserError(f"--checkpoints: {path} is neither a run directory nor a ckpt-N")
-        run_flags = _read_run_flags(self.model_dir)
-        self.config = checkpoints.read_model_config(self.model_dir)
-        discriminator = self.config["config"].get("discriminator")
-        self.method = "unet" if discriminator in (None, "none") else "pix2pix"
-        accelerations = run_flags.get("accelerations", "").split(",")
-        if len(accelerations) != 1 or not accelerations[0]:
+        saved = run_config.RunConfig.load(self.model_dir)
+        if saved is None:
+            raise UserError(
+                f"{os.path.join(self.model_dir, run_config.RUN_CONFIG_FILE)}: missing; is "
+                f"{self.model_dir} the --model_dir of a training run?"
+            )
+        self.method = "unet" if saved.model.discriminator == "none" else "pix2pix"
+        accelerations = saved.mask.accelerations
+        if len(accelerations) != 1:
             raise UserError(
                 f"--checkpoints: {path} was trained with --accelerations="
-                f"{run_flags.get('accelerations')}; the report compares runs trained at one "
+                f"{','.join(map(str, accelerations))}; the report compares runs trained at one "
                 "acceleration each"
             )
-        self.acceleration = int(accelerations[0])
+        self.acceleration = accelerations[0]
         self.label = f"{self.method} {self.acceleration}x ({self.model_dir})"
 
     def load(self):
@@ -140,9 +130,8 @@ class Run:
         return model
 
 
-def settings():
-    """[(acceleration, MaskSpec)] of the centre fraction / acceleration pairs."""
-    fractions, accelerations = FLAGS.center_fractions, FLAGS.accelerations
+def settings(mask_type, fractions, accelerations):
+    """[(acceleration, MaskSpec)] of the centre fraction / acceleration pairs (as typed)."""
     if len(fractions) != len(accelerations):
         raise UserError(
             f"--center_fractions={','.join(fractions)} --accelerations={','.join(accelerations)}: "
@@ -151,7 +140,7 @@ def settings():
     pairs = []
     for fraction, acceleration in zip(fractions, accelerations):
         try:
-            spec = masks.parse_spec(FLAGS.mask_type, [fraction], [acceleration])
+            spec = masks.parse_spec(mask_type, [fraction], [acceleration])
         except ValueError as error:
             raise UserError(f"--center_fractions/--accelerations: {error}") from None
         pairs.append((spec.accelerations[0], spec))
@@ -170,23 +159,68 @@ class Source:
     num_volumes: int = 0
 
 
-def sources():
-    """[Source] of the flags: the main data, then the check set if one is given."""
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """What a report compares, on which data, and how."""
+
+    methods: tuple
+    checkpoints: tuple  # run directories or ckpt-N prefixes of the learned methods
+    settings: tuple  # ((acceleration, MaskSpec), ...)
+    sources: tuple  # (Source, ...): the main data, then the check set if any
+    crop_size: int
+    batch_size: int
+    cs_lambda: str  # a number, or "auto"
+    cs_iterations: int
+    cs_tune_volumes: int
+    num_example_volumes: int
+    mask_type: str
+
+    @property
+    def cs_auto(self) -> bool:
+        return cs_tv.parse_lambda(self.cs_lambda) == cs_tv.AUTO
+
+
+def report_config(values) -> ReportConfig:
+    """The ReportConfig of the flags of ``values`` (absl FlagValues), checked."""
+    unknown = [method for method in values.methods if method not in METHODS]
+    if unknown or not values.methods:
+        raise UserError(f"--methods={','.join(values.methods)}: choose from {', '.join(METHODS)}")
+    if values.batch_size < 1 or values.num_example_volumes < 0:
+        raise UserError("--batch_size must be >= 1 and --num_example_volumes >= 0")
+    try:
+        cs_tv.parse_lambda(values.cs_lambda)
+        cs_tv.CsTvOptions(cs_tv.DEFAULT_LAMBDA, values.cs_iterations)
+    except ValueError as error:
+        raise UserError(f"--cs_lambda/--cs_iterations: {error}") from None
     found = [
         Source(
             "main",
-            FLAGS.data_dir,
-            FLAGS.val_split,
-            FLAGS.cs_tune_split or FLAGS.train_split,
+            values.data_dir,
+            values.val_split,
+            values.cs_tune_split or values.train_split,
             ("--data_dir", "--val_split", "--cs_tune_split"),
         )
     ]
-    if FLAGS.check_data_dir:
+    if values.check_data_dir:
         names = ("--check_data_dir", "--check_split", "--check_tune_split")
         found.append(
-            Source("check", FLAGS.check_data_dir, FLAGS.check_split, FLAGS.check_tune_split, names)
+            Source(
+                "check", values.check_data_dir, values.check_split, values.check_tune_split, names
+            )
         )
-    return found
+    return ReportConfig(
+        methods=tuple(values.methods),
+        checkpoints=tuple(values.checkpoints),
+        settings=tuple(settings(values.mask_type, values.center_fractions, values.accelerations)),
+        sources=tuple(found),
+        crop_size=values.crop_size,
+        batch_size=values.batch_size,
+        cs_lambda=values.cs_lambda,
+        cs_iterations=values.cs_iterations,
+        cs_tune_volumes=values.cs_tune_volumes,
+        num_example_volumes=values.num_example_volumes,
+        mask_type=values.mask_type,
+    )
 
 
 def _checked_source(source, cs_auto):
@@ -215,52 +249,42 @@ def _checked_source(source, cs_auto):
     return dataclasses.replace(source, num_volumes=entry.statistics.num_volumes)
 
 
-def check_flags():
-    """Validates the report's flags before any work; returns (settings, runs, [Source])."""
-    unknown = [method for method in FLAGS.methods if method not in METHODS]
-    if unknown or not FLAGS.methods:
-        raise UserError(f"--methods={','.join(FLAGS.methods)}: choose from {', '.join(METHODS)}")
-    if FLAGS.batch_size < 1 or FLAGS.num_example_volumes < 0:
-        raise UserError("--batch_size must be >= 1 and --num_example_volumes >= 0")
-    try:
-        regularization = cs_tv.parse_lambda(FLAGS.cs_lambda)
-        cs_tv.CsTvOptions(cs_tv.DEFAULT_LAMBDA, FLAGS.cs_iterations)
-    except ValueError as error:
-        raise UserError(f"--cs_lambda/--cs_iterations: {error}") from None
-    cs_auto = regularization == cs_tv.AUTO and "cs_tv" in FLAGS.methods
-    checked = [_checked_source(source, cs_auto) for source in sources()]
-    pairs = settings()
-    runs = [Run(path) for path in FLAGS.checkpoints]
-    wanted = {acceleration for acceleration, _ in pairs}
+def check(config: ReportConfig):
+    """Checks the data and runs before any work; returns (runs, [Source] with counts)."""
+    cs_auto = config.cs_auto and "cs_tv" in config.methods
+    checked = [_checked_source(source, cs_auto) for source in config.sources]
+    runs = [Run(path) for path in config.checkpoints]
+    wanted = {acceleration for acceleration, _ in config.settings}
     for run in runs:
-        if run.method not in FLAGS.methods:
+        if run.method not in config.methods:
             raise UserError(
                 f"--checkpoints: {run.path} is a {run.method} run, not in --methods="
-                f"{','.join(FLAGS.methods)}"
+                f"{','.join(config.methods)}"
             )
         if run.acceleration not in wanted:
+            now = ",".join(str(acceleration) for acceleration in sorted(wanted))
             raise UserError(
                 f"--checkpoints: {run.path} was trained at {run.acceleration}x; add it to "
-                f"--accelerations (now {','.join(FLAGS.accelerations)}) or leave the run out"
+                f"--accelerations (now {now}) or leave the run out"
             )
-    for method in (m for m in FLAGS.methods if m in LEARNED):
+    for method in (m for m in config.methods if m in LEARNED):
         if not any(run.method == method for run in runs):
             raise UserError(
                 f"--methods has {method} but --checkpoints has no {method} run; train one "
                 "(tfmri.train) and add its --model_dir, or leave it out of --methods"
             )
-    return pairs, runs, checked
+    return runs, checked
 
 
-def tuning_slices(source, spec):
+def tuning_slices(config, source, spec):
     """[(measured, mask, target)] of the middle TUNE_SLICES slices of each of the first
     --cs_tune_volumes volumes of the tuning split, masked as evaluation masks them."""
-    options = pipeline.PipelineOptions(spec, batch_size=1, crop_size=FLAGS.crop_size, measured=True)
+    options = pipeline.PipelineOptions(spec, batch_size=1, crop_size=config.crop_size, measured=True)
     dataset = pipeline.make_dataset(source.data_dir, source.tune_split, options, training=False)
     volumes = {}
     for inputs, _ in dataset:
         name = inputs["volume"].numpy()[0].decode()
-        if name not in volumes and len(volumes) == FLAGS.cs_tune_volumes:
+        if name not in volumes and len(volumes) == config.cs_tune_volumes:
             break
         volumes.setdefault(name, []).append(inputs)
     groups = []
@@ -276,22 +300,22 @@ def tuning_slices(source, spec):
     return groups
 
 
-def cs_lambda_for(source, spec):
+def cs_lambda_for(config, source, spec):
     """(lambda, {candidate: mean NMSE, SSIM} or None) of one setting: --cs_lambda, or chosen."""
-    regularization = cs_tv.parse_lambda(FLAGS.cs_lambda)
+    regularization = cs_tv.parse_lambda(config.cs_lambda)
     if regularization != cs_tv.AUTO:
         return regularization, None
     best, scores = cs_tv.choose_lambda(
-        tuning_slices(source, spec), FLAGS.cs_iterations, FLAGS.crop_size
+        tuning_slices(config, source, spec), config.cs_iterations, config.crop_size
     )
     return best, scores
 
 
-def _dataset(source, spec, measured=False, data_consistency=False):
+def _dataset(config, source, spec, measured=False, data_consistency=False):
     options = pipeline.PipelineOptions(
         spec,
-        batch_size=FLAGS.batch_size,
-        crop_size=FLAGS.crop_size,
+        batch_size=config.batch_size,
+        crop_size=config.crop_size,
         data_consistency=data_consistency,
         measured=measured,
     )
@@ -309,15 +333,15 @@ def _zero_filled_of(inputs):
     return inputs["zero_filled_image"]
 
 
-def evaluate_method(name, predict, dataset, rows, examples, bar):
-    """Appends the method's per-volume rows (zero-filled's too when ``name`` is the first
-    pass, ``zero_filled`` or ``cs_tv``); returns its seconds per slice."""
+def evaluate_method(name, predict, dataset, rows, examples, bar, methods):
+    """Appends the method's per-volume rows (zero-filled's too, if in ``methods``, when
+    ``name`` is the first pass, ``zero_filled`` or ``cs_tv``); returns its seconds per slice."""
     timer = volumes.Timer(predict)
     for volume, zero_filled, image, target in volumes.reconstruct_volumes(timer, dataset):
         middle = len(target) // 2
         shown = examples.setdefault(volume, {"target": target[middle]})
         if name in ("zero_filled", "cs_tv"):
-            if "zero_filled" in FLAGS.methods:
+            if "zero_filled" in methods:
                 rows.append(
                     {"volume": volume, "method": "zero_filled"}
                     | metrics.volume_metrics(target, zero_filled)
@@ -330,32 +354,35 @@ def evaluate_method(name, predict, dataset, rows, examples, bar):
     return timer.seconds_per_slice if name != "zero_filled" else None
 
 
-def evaluate_setting(source, acceleration, spec, runs, bar):
+def evaluate_setting(config, source, acceleration, spec, runs, bar):
     """(rows, {method: seconds per slice}, examples, CS-TV lambda or None, its tuning
     scores or None) of one acceleration."""
-    splits = [source.split] + [source.tune_split] * ("cs_tv" in FLAGS.methods)
+    splits = [source.split] + [source.tune_split] * ("cs_tv" in config.methods)
     with pipeline.naming_damaged_records(source.data_dir, *splits):
-        return _evaluate_setting(source, acceleration, spec, runs, bar)
+        return _evaluate_setting(config, source, acceleration, spec, runs, bar)
 
 
-def _evaluate_setting(source, acceleration, spec, runs, bar):
+def _evaluate_setting(config, source, acceleration, spec, runs, bar):
     rows, seconds, examples = [], {}, {}
     regularization, tuning = None, None
+    methods = config.methods
     # The first pass gives zero-filled (every method's input) and, if asked, CS-TV.
-    if "cs_tv" in FLAGS.methods:
-        regularization, tuning = cs_lambda_for(source, spec)
-        options = cs_tv.CsTvOptions(regularization, FLAGS.cs_iterations)
-        predict = cs_predictor(options, FLAGS.crop_size)
+    if "cs_tv" in methods:
+        regularization, tuning = cs_lambda_for(config, source, spec)
+        options = cs_tv.CsTvOptions(regularization, config.cs_iterations)
+        predict = cs_predictor(options, config.crop_size)
+        dataset = _dataset(config, source, spec, measured=True)
         seconds["cs_tv"] = evaluate_method(
-            "cs_tv", predict, _dataset(source, spec, measured=True), rows, examples, bar
+            "cs_tv", predict, dataset, rows, examples, bar, methods
         )
     else:
-        evaluate_method("zero_filled", _zero_filled_of, _dataset(source, spec), rows, examples, bar)
+        dataset = _dataset(config, source, spec)
+        evaluate_method("zero_filled", _zero_filled_of, dataset, rows, examples, bar, methods)
     for run in (r for r in runs if r.acceleration == acceleration):
         model = run.load()
-        dataset = _dataset(source, spec, data_consistency=model.config.data_consistency)
+        dataset = _dataset(config, source, spec, data_consistency=model.config.data_consistency)
         seconds[run.method] = evaluate_method(
-            run.method, volumes.model_predictor(model), dataset, rows, examples, bar
+            run.method, volumes.model_predictor(model), dataset, rows, examples, bar, methods
         )
     order = {method: index for index, method in enumerate(METHODS)}
     rows.sort(key=lambda row: order[row["method"]])
@@ -366,33 +393,34 @@ def _methods_present(summary):
     return [method for method in METHODS if method in summary]
 
 
-def _lambda_source(source):
-    if cs_tv.parse_lambda(FLAGS.cs_lambda) != cs_tv.AUTO:
-        return f"{float(FLAGS.cs_lambda):g}"
+def _lambda_source(config, source):
+    if not config.cs_auto:
+        return f"{float(config.cs_lambda):g}"
     return (
         f"chosen at each acceleration (best SSIM within 10 % of the best NMSE) on the "
-        f"middle {TUNE_SLICES} slices of up to {FLAGS.cs_tune_volumes} volumes of "
+        f"middle {TUNE_SLICES} slices of up to {config.cs_tune_volumes} volumes of "
         f"`{source.tune_split}`"
     )
 
 
-def _data_line(source):
+def _data_line(config, source):
     return (
         f"Data: `{source.data_dir}`, split `{source.split}` ({source.num_volumes} volumes), "
-        f"{FLAGS.mask_type} masks fixed per volume. CS-TV lambda {_lambda_source(source)}."
+        f"{config.mask_type} masks fixed per volume. CS-TV lambda "
+        f"{_lambda_source(config, source)}."
     )
 
 
-def markdown(results, runs, checked) -> str:
+def markdown(config, results, runs, checked) -> str:
     """report.md: one table per acceleration, like the seed project's; the check set's
     tables in a section of their own."""
     main, *check = checked
     lines = [
         "# tfmri comparison report",
         "",
-        _data_line(main),
+        _data_line(config, main),
         "fastMRI metrics per volume (NMSE, PSNR, SSIM), mean +/- standard deviation over the "
-        f"volumes. CS-TV: {FLAGS.cs_iterations} iterations. Seconds per "
+        f"volumes. CS-TV: {config.cs_iterations} iterations. Seconds per "
         "slice: time in the method in steady state (after a warm-up call), on "
         f"{os.cpu_count()} CPU cores; zero-filled is the shared input.",
         "",
@@ -405,7 +433,7 @@ def markdown(results, runs, checked) -> str:
                 "",
                 "The same methods and checkpoints on data none of them was trained or tuned "
                 "on (the real-anatomy set: `tools/make_real_anatomy.py`).",
-                _data_line(check[0]),
+                _data_line(config, check[0]),
                 "",
             ]
         prefix = "check set, " if result["data"] == "check" else ""
@@ -423,7 +451,7 @@ def markdown(results, runs, checked) -> str:
             seconds = result["seconds_per_slice"].get(method)
             cells.append("-" if seconds is None else f"{seconds:.3f}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        for method in (m for m in METHODS if m in FLAGS.methods and m not in summary):
+        for method in (m for m in METHODS if m in config.methods and m not in summary):
             lines.append(f"| {method} | no run trained at {result['acceleration']}x | | | |")
         tuning = result["cs_tv"]["tuning"]
         if tuning:
@@ -459,10 +487,11 @@ def _save(figure, path):
         figure.savefig(temporary, format="png", dpi=80)
 
 
-def examples_figure(examples, acceleration, path):
-    """Rows of slices, columns target and every method, each with a 5 x error map below."""
+def examples_figure(examples, acceleration, path, count):
+    """Rows of the first ``count`` volumes' middle slices, columns target and every
+    method, each with a 5 x error map below."""
     pyplot = _pyplot()
-    shown = list(examples)[: max(FLAGS.num_example_volumes, 1)]
+    shown = list(examples)[: max(count, 1)]
     columns = ["target"] + [m for m in METHODS if m in examples[shown[0]]]
     figure, axes = pyplot.subplots(
         2 * len(shown),
@@ -533,58 +562,53 @@ def curves_figure(runs, path):
     return {label: {f"{w}/{t}": v for (w, t), v in c.items()} for label, c in curves.items()}
 
 
-def report(output_dir):
-    """Evaluates everything the flags ask for; writes the report; returns its JSON."""
-    pairs, runs, checked = check_flags()
-    passes = sum(1 + sum(run.acceleration == a for run in runs) for a, _ in pairs)
-    bar = ProgressBar(passes * sum(source.num_volumes for source in checked), "volume passes")
-    results = []
-    for source, (acceleration, spec) in ((s, p) for s in checked for p in pairs):
-        start = time.perf_counter()
-        rows, seconds, examples, regularization, tuning = evaluate_setting(
-            source, acceleration, spec, runs, bar
-        )
-        prefix = "check_" if source.label == "check" else ""
-        figure = os.path.join(output_dir, f"{prefix}examples_{acceleration}x.png")
-        if FLAGS.num_example_volumes:
-            examples_figure(examples, acceleration, figure)
-        results.append(
-            {
-                "data": source.label,
-                "acceleration": acceleration,
-                "center_fraction": spec.center_fractions[0],
-                "mask_type": spec.mask_type,
-                "summary": metrics.summarize(rows),
-                "seconds_per_slice": seconds,
-                "cs_tv": {
-                    "lambda": regularization,
-                    "tuning": None if tuning is None else {str(k): v for k, v in tuning.items()},
-                },
-                "wall_seconds": time.perf_counter() - start,
-                "figure": figure,
-                "volumes": rows,
-            }
-        )
-    bar.close()
-    curves = curves_figure(runs, os.path.join(output_dir, "training_curves.png")) if runs else {}
-    auto = cs_tv.parse_lambda(FLAGS.cs_lambda) == cs_tv.AUTO
-    main = checked[0]
-    document = {
+def _setting_result(config, source, acceleration, spec, runs, bar, output_dir):
+    """report.json's entry for one data source and setting (and its example figure)."""
+    start = time.perf_counter()
+    rows, seconds, examples, regularization, tuning = evaluate_setting(
+        config, source, acceleration, spec, runs, bar
+    )
+    prefix = "check_" if source.label == "check" else ""
+    figure = os.path.join(output_dir, f"{prefix}examples_{acceleration}x.png")
+    if config.num_example_volumes:
+        examples_figure(examples, acceleration, figure, config.num_example_volumes)
+    return {
+        "data": source.label,
+        "acceleration": acceleration,
+        "center_fraction": spec.center_fractions[0],
+        "mask_type": spec.mask_type,
+        "summary": metrics.summarize(rows),
+        "seconds_per_slice": seconds,
+        "cs_tv": {
+            "lambda": regularization,
+            "tuning": None if tuning is None else {str(k): v for k, v in tuning.items()},
+        },
+        "wall_seconds": time.perf_counter() - start,
+        "figure": figure,
+        "volumes": rows,
+    }
+
+
+def _document(config, checked, runs, results, curves):
+    """report.json: the data, methods and checkpoints compared, and the results."""
+    auto = config.cs_auto
+    main, *check = checked
+    return {
         "data_dir": main.data_dir,
         "split": main.split,
         "num_volumes": main.num_volumes,
         "check": None
-        if len(checked) == 1
+        if not check
         else {
-            "data_dir": checked[1].data_dir,
-            "split": checked[1].split,
-            "num_volumes": checked[1].num_volumes,
-            "tune_split": checked[1].tune_split if auto else None,
+            "data_dir": check[0].data_dir,
+            "split": check[0].split,
+            "num_volumes": check[0].num_volumes,
+            "tune_split": check[0].tune_split if auto else None,
         },
-        "methods": [m for m in METHODS if m in FLAGS.methods],
+        "methods": [m for m in METHODS if m in config.methods],
         "cs_tv": {
-            "lambda": FLAGS.cs_lambda,
-            "iterations": FLAGS.cs_iterations,
+            "lambda": config.cs_lambda,
+            "iterations": config.cs_iterations,
             "tune_split": main.tune_split if auto else None,
         },
         "checkpoints": [
@@ -594,8 +618,27 @@ def report(output_dir):
         "results": results,
         "training_curves": curves,
     }
+
+
+def report(config: ReportConfig, output_dir):
+    """Evaluates everything ``config`` asks for; writes the report to ``output_dir``;
+    returns its JSON."""
+    runs, checked = check(config)
+    pairs = config.settings
+    passes = sum(1 + sum(run.acceleration == a for run in runs) for a, _ in pairs)
+    bar = ProgressBar(passes * sum(source.num_volumes for source in checked), "volume passes")
+    results = [
+        _setting_result(config, source, acceleration, spec, runs, bar, output_dir)
+        for source in checked
+        for acceleration, spec in pairs
+    ]
+    bar.close()
+    curves = curves_figure(runs, os.path.join(output_dir, "training_curves.png")) if runs else {}
+    document = _document(config, checked, runs, results, curves)
     fileio.write_json(os.path.join(output_dir, "report.json"), document)
-    fileio.write_text(os.path.join(output_dir, "report.md"), markdown(results, runs, checked))
+    fileio.write_text(
+        os.path.join(output_dir, "report.md"), markdown(config, results, runs, checked)
+    )
     return document
 
 
@@ -603,8 +646,9 @@ def report(output_dir):
 def main(argv):
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    config = report_config(FLAGS)
     runtime.configure()
-    document = report(FLAGS.report_dir)
+    document = report(config, FLAGS.report_dir)
     for result in document["results"]:
         data = document["check"] if result["data"] == "check" else document
         name = "check set " if result["data"] == "check" else ""

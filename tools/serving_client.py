@@ -19,13 +19,13 @@ from tfmri import cli
 
 cli.quiet_tensorflow(load=False)
 
-from tfmri import fileio, mask_flags, serving  # noqa: E402
+from tfmri import fileio, serving  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
+from tfmri.flagdefs import common  # noqa: E402, F401 - common: --model_name, --version
+from tfmri.flagdefs import mask as mask_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "A fastMRI .h5 file, or a .npz with kspace and mask.")
-flags.DEFINE_string("model_name", None, "The served model's name (TF Serving's MODEL_NAME).")
-flags.DEFINE_integer("version", None, "Model version to ask for (default: the server's latest).")
 flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "REST (JSON) or gRPC (PredictRequest).")
 flags.DEFINE_string("host", "localhost", "TF Serving's host.")
 flags.DEFINE_integer("port", None, "TF Serving's port (default: 8501 for REST, 8500 for gRPC).")
@@ -44,7 +44,7 @@ def main(argv):
         raise UserError("--model_name is required: the name TF Serving serves the model under")
     if FLAGS.port is not None and not 1 <= FLAGS.port <= 65535:
         raise UserError(f"--port={FLAGS.port}: TCP ports are 1 to 65535 (TF Serving: 8501 REST)")
-    spec = mask_flags.spec()
+    spec = mask_flags.spec(FLAGS)
     kspace, mask = serving.load_request(FLAGS.input, spec, FLAGS.slices)
     inputs = serving.split_kspace(kspace, mask)
     if FLAGS.protocol == "rest":

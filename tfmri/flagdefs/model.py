@@ -1,0 +1,35 @@
+"""The flags of the networks and their losses (``ModelConfig``)."""
+
+from absl import flags
+
+from tfmri.models import networks, pix2pix
+
+flags.DEFINE_enum("model", "pix2pix", ["pix2pix", "unet"], "pix2pix GAN, or the L1 U-Net baseline.")
+flags.DEFINE_integer("depth", 6, "U-Net down-sampling steps (at most 6 for 320 x 320).")
+flags.DEFINE_integer("base_filters", 64, "Filters of the U-Net's outermost level.")
+flags.DEFINE_float(
+    "dropout", 0.5, "Dropout in the three U-Net decoder levels next to the innermost, as pix2pix."
+)
+flags.DEFINE_enum("norm", "batch", list(networks.NORMS), "Normalisation layers of the U-Net.")
+flags.DEFINE_boolean("residual", True, "Predict a correction added to the zero-filled input.")
+flags.DEFINE_enum(
+    "output_activation",
+    "linear",
+    list(networks.OUTPUT_ACTIVATIONS),
+    "U-Net output: linear, or tanh scaled to the normalisation's clamp [-6, 6].",
+)
+flags.DEFINE_enum(
+    "discriminator", "patch", ["patch", "pixel"], "PatchGAN (70 x 70 with 3 layers) or PixelGAN."
+)
+flags.DEFINE_integer("n_layers", 3, "Stride-2 layers of the PatchGAN discriminator.")
+flags.DEFINE_integer("d_base_filters", 64, "Filters of the discriminator's first layer.")
+flags.DEFINE_enum("d_norm", "batch", list(networks.NORMS), "Discriminator normalisation.")
+flags.DEFINE_enum("gan_mode", "vanilla", list(pix2pix.GAN_MODES), "GAN loss: BCE or least squares.")
+flags.DEFINE_float("lambda_l1", 100.0, "Weight of the L1 loss in the generator loss.")
+flags.DEFINE_float("ssim_weight", 0.0, "Weight of an extra (1 - SSIM) generator loss.")
+flags.DEFINE_boolean(
+    "data_consistency",
+    False,
+    "Replace the sampled k-space columns of the output by the measured ones "
+    "(single-coil; the output borrows the zero-filled phase).",
+)
