@@ -33,10 +33,10 @@ cli.quiet_tensorflow()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfmri import metrics  # noqa: E402
 from tfmri.baselines import cs_tv  # noqa: E402
 from tfmri.data import fastmri_files, masks, synthetic, transforms  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
+from tfmri.evaluation import metrics  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "fastMRI HDF5 root (default: synthetic demo data).")

@@ -23,9 +23,10 @@ cli.quiet_tensorflow()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfmri import checkpoints, export  # noqa: E402
 from tfmri.data import masks  # noqa: E402
 from tfmri.models import pix2pix  # noqa: E402
+from tfmri.serving import export  # noqa: E402
+from tfmri.training import checkpoints  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "An exported model version (default: export the demo's).")
@@ -37,7 +38,7 @@ DEMO = pix2pix.ModelConfig(
 
 
 def export_demo(workdir):
-    model = pix2pix.Pix2Pix(DEMO)
+    model = pix2pix.ReconstructionModel(DEMO)
     model_dir = os.path.join(workdir, "run")
     os.makedirs(model_dir)
     checkpoints.write_model_config(model_dir, model)

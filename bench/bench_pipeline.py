@@ -78,9 +78,8 @@ def bare_read(paths):
 
 
 def run_converter(raw, records):
-    """MB/s of tools/convert_fastmri.py, run as a user runs it (its workers load no TensorFlow)."""
-    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
-    command = [sys.executable, os.path.join(tool, "convert_fastmri.py"), "--input_dir", raw]
+    """MB/s of python -m tfmri.convert, run as a user runs it (its workers load no TensorFlow)."""
+    command = [sys.executable, "-m", "tfmri.convert", "--input_dir", raw]
     command += ["--output_dir", records, "--num_shards=4", "--num_workers=2"]
     subprocess.run(command, check=True, capture_output=True)
     with open(os.path.join(records, convert.MANIFEST)) as handle:

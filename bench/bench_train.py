@@ -106,7 +106,7 @@ def run_case(name):
         strategy = runtime.configure(replicas, "mirrored" if replicas > 1 else "default", precision)
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = pix2pix.Pix2Pix(pix2pix.ModelConfig(**network))
+        model = pix2pix.ReconstructionModel(pix2pix.ModelConfig(**network))
         model.compile(
             *[pix2pix.make_optimizer(2e-4, 0.5, 0.999, precision, n) for n in ("adam_G", "adam_D")]
         )

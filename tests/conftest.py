@@ -1,5 +1,8 @@
 """Shared fixtures: small synthetic fastMRI data sets, generated once per session."""
 
+import contextlib
+import importlib
+import io
 import os
 import signal
 import subprocess
@@ -21,6 +24,40 @@ def run_tool(*args, timeout=300):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
+    )
+
+
+def run_app(module, *args):
+    """Runs ``python -m <module> <args>`` in this process: its flags parsed as absl
+    parses them, then its ``main``. Returns a CompletedProcess with the exit status and
+    what it printed (Python's stdout and stderr).
+
+    Much faster than :func:`run_tool` (TensorFlow is loaded once). Not for what changes
+    the process for good: ``--num_cpu_devices``, ``--strategy=mirrored``,
+    ``--deterministic`` and other ``--precision`` policies need :func:`run_tool`.
+    """
+    from absl import flags
+
+    app = importlib.import_module(module)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    status = 0
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # as run_tool: flagfiles name each other relative to the root
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                app.main(flags.FLAGS([module, *args]))
+            except flags.Error as error:
+                print(f"FATAL Flags parsing error: {error}", file=sys.stderr)
+                status = 1
+            except SystemExit as exit_request:
+                code = exit_request.code
+                status = code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        flags.FLAGS.unparse_flags()
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(
+        [module, *args], status, stdout.getvalue(), stderr.getvalue()
     )
 
 

@@ -117,7 +117,8 @@ def test_on_error_fail_stops_with_the_file_name_and_leaves_no_partial_output(
     raw, bad = _with_bad_file(singlecoil_raw, tmp_path)
     out = tmp_path / "out"
     result = run_tool(
-        "tools/convert_fastmri.py",
+        "-m",
+        "tfmri.convert",
         f"--input_dir={raw}",
         f"--output_dir={out}",
         "--num_shards=1",
@@ -150,7 +151,8 @@ def test_on_error_skip_lists_the_bad_file(singlecoil_raw, tmp_path):
 )
 def test_bad_flags_stop_before_any_work(singlecoil_raw, tmp_path, flag, message):
     result = run_tool(
-        "tools/convert_fastmri.py",
+        "-m",
+        "tfmri.convert",
         f"--input_dir={singlecoil_raw}",
         f"--output_dir={tmp_path / 'out'}",
         flag,
@@ -161,7 +163,7 @@ def test_bad_flags_stop_before_any_work(singlecoil_raw, tmp_path, flag, message)
 
 def test_empty_input_directory(tmp_path):
     result = run_tool(
-        "tools/convert_fastmri.py", f"--input_dir={tmp_path}", f"--output_dir={tmp_path / 'o'}"
+        "-m", "tfmri.convert", f"--input_dir={tmp_path}", f"--output_dir={tmp_path / 'o'}"
     )
     assert result.returncode != 0
     assert f"error: {tmp_path}: no .h5 files" in result.stderr
@@ -178,7 +180,8 @@ def test_kill_and_rerun_finishes_with_the_same_records(tmp_path):
     killed = tmp_path / "killed"
     command = [
         sys.executable,
-        "tools/convert_fastmri.py",
+        "-m",
+        "tfmri.convert",
         f"--input_dir={raw}",
         f"--output_dir={killed}",
         "--num_shards=8",

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmri import metrics
 from tfmri.baselines import cs_tv
 from tfmri.data import masks, synthetic
+from tfmri.evaluation import metrics
 
 SPEC_8X = masks.parse_spec("random", ["0.04"], ["8"])
 
@@ -80,12 +80,12 @@ def test_multicoil_operator_adjoint_and_norm(multicoil_raw):
     )
 
 
-def test_center_columns_finds_the_fully_sampled_run():
+def test_sampled_center_run_finds_the_fully_sampled_run():
     mask = np.zeros(20, np.float32)
     mask[[1, 3, 8, 9, 10, 11, 12, 16]] = 1  # centre run 8..12 around the middle (10)
     expected = np.zeros(20, np.float32)
     expected[8:13] = 1
-    np.testing.assert_array_equal(cs_tv.center_columns(tf.constant(mask)), expected)
+    np.testing.assert_array_equal(cs_tv.sampled_center_run(tf.constant(mask)), expected)
 
 
 def test_fully_sampled_gives_the_image_back(singlecoil_raw):

@@ -65,7 +65,7 @@ def test_main_job_exports_the_best_validation_run_and_prints_how_to_serve_it(dem
     assert record["checkpoint"].startswith(str(workdir / best / "ckpt-"))
     assert os.path.isfile(export_dir / "demo" / "1" / "saved_model.pb")
     assert f"-v {export_dir / 'demo'}:/models/demo -e MODEL_NAME=demo tensorflow/serving" in stdout
-    assert "python tools/serving_client.py --input=" in stdout
+    assert "python -m tfmri.client --input=" in stdout
     assert "--model_name=demo" in stdout
 
 

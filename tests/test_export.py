@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import ROOT, run_tool
-from tfmri import checkpoints
 from tfmri.data import fastmri_files, masks, pipeline, transforms
 from tfmri.models import pix2pix
+from tfmri.training import checkpoints
 
 SPEC = masks.MaskSpec("random", (0.04,), (8,))
 
@@ -67,7 +67,7 @@ np.savez(sys.argv[3], kspace=out["reconstruction"].numpy(), image=image["reconst
 
 def test_fresh_process_signatures_equal_the_keras_model(exported, singlecoil_raw, tmp_path):
     model_dir, export_dir, _ = exported
-    model = pix2pix.Pix2Pix.from_config(checkpoints.read_model_config(model_dir))
+    model = pix2pix.ReconstructionModel.from_config(checkpoints.read_model_config(model_dir))
     checkpoints.restore_weights(model, model_dir)
     # The Keras model on the pipeline's evaluation batch (fixed fastMRI masks).
     options = pipeline.PipelineOptions(SPEC, batch_size=3)

@@ -16,9 +16,9 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import ROOT, kill_after_checkpoint, run_tool
-from tfmri import checkpoints
 from tfmri.data import fastmri_files, masks, pipeline, transforms
 from tfmri.models import matmul_conv, pix2pix
+from tfmri.training import checkpoints
 
 RECIPE = os.path.join(ROOT, "configs", "knee_singlecoil_8x_pix2pix.cfg")
 SMALLER = [
@@ -60,7 +60,7 @@ def test_recipe_architecture_is_what_the_knee_config_says(knee_run):
     config = checkpoints.read_model_config(knee_run)["config"]
     assert (config["norm"], config["depth"], config["dropout"]) == ("batch", 6, 0.5)
     assert config["discriminator"] == "pixel"
-    model = pix2pix.Pix2Pix(config)
+    model = pix2pix.ReconstructionModel(config)
     kinds = {type(layer) for layer in model.generator.layers}
     assert matmul_conv.MatmulConv2D in kinds  # the innermost down convolution, 10 -> 5
     assert tf.train.latest_checkpoint(knee_run).endswith("ckpt-6")

@@ -6,7 +6,7 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from tests.conftest import FIXTURES
-from tfmri import metrics
+from tfmri.evaluation import metrics
 
 REFERENCE = np.load(os.path.join(FIXTURES, "fastmri_metrics.npz"))
 CASES = json.loads(str(REFERENCE["cases"]))

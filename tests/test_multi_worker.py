@@ -135,7 +135,7 @@ config = pix2pix.ModelConfig(image_size=32, depth=3, base_filters=4, dropout=0.0
                              d_norm="instance")
 keras.utils.set_random_seed(0)
 with strategy.scope():
-    model = pix2pix.Pix2Pix(config)
+    model = pix2pix.ReconstructionModel(config)
     model.compile(keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1))
 initial = [w.numpy() for w in model.generator.weights + model.discriminator.weights]
 model.fit(data, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)

@@ -46,7 +46,7 @@ def test_a_user_error_is_the_only_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr == (
         f"error: --data_dir={tmp_path}/none: no such directory; convert data there with "
-        "tools/convert_fastmri.py\n"
+        "python -m tfmri.convert\n"
     )
 
 

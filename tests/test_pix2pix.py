@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from skimage.metrics import structural_similarity
 
-from tfmri import metrics
+from tfmri.evaluation import metrics
 from tfmri.models import image_metrics, optimizers, pix2pix
 
 SIZE = 64
@@ -46,7 +46,7 @@ def _batch(seed=0, batch=4):
 
 
 def _compiled(config, precision="float32", learning_rate=1e-3):
-    model = pix2pix.Pix2Pix(config)
+    model = pix2pix.ReconstructionModel(config)
     optimizers = [
         pix2pix.make_optimizer(learning_rate, 0.5, 0.999, precision, name) for name in ("g", "d")
     ]
@@ -152,8 +152,8 @@ def test_each_precision_trains_with_float32_outputs(precision):
 
 
 def test_config_round_trip_rebuilds_the_same_model():
-    model = pix2pix.Pix2Pix(_config(discriminator="patch", gan_mode="lsgan"))
-    rebuilt = pix2pix.Pix2Pix.from_config(model.get_config())
+    model = pix2pix.ReconstructionModel(_config(discriminator="patch", gan_mode="lsgan"))
+    rebuilt = pix2pix.ReconstructionModel.from_config(model.get_config())
     assert rebuilt.config == model.config
     assert [w.shape for w in rebuilt.generator.weights] == [
         w.shape for w in model.generator.weights
@@ -162,10 +162,10 @@ def test_config_round_trip_rebuilds_the_same_model():
 
 
 def test_model_without_discriminator_needs_no_d_optimizer_and_with_one_does():
-    unet = pix2pix.Pix2Pix(_config(discriminator="none"))
+    unet = pix2pix.ReconstructionModel(_config(discriminator="none"))
     unet.compile(pix2pix.make_optimizer(1e-3, 0.5, 0.999, "float32", "g"))
     assert unet.discriminator is None
-    gan = pix2pix.Pix2Pix(_config(discriminator="patch"))
+    gan = pix2pix.ReconstructionModel(_config(discriminator="patch"))
     with pytest.raises(ValueError, match="d_optimizer"):
         gan.compile(pix2pix.make_optimizer(1e-3, 0.5, 0.999, "float32", "g"))
 

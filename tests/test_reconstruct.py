@@ -8,8 +8,8 @@ import numpy as np
 import tensorflow as tf
 
 from tests.conftest import run_tool
-from tfmri import serving
 from tfmri.data import fastmri_files, masks
+from tfmri.serving import client
 
 
 def _run(exported, input_dir, output_dir, *extra):
@@ -47,7 +47,7 @@ def test_reconstructs_validation_and_test_files(exported, singlecoil_raw, tmp_pa
                 mask, _ = masks.MaskFunction(spec)(
                     volume.kspace.shape[-1], seed=masks.volume_seed(volume.name)
                 )
-            inputs = serving.split_kspace(volume.kspace * mask, mask)
+            inputs = client.split_kspace(volume.kspace * mask, mask)
             expected = signature(**inputs)["reconstruction"].numpy()
             np.testing.assert_allclose(image, expected, atol=1e-5 * np.abs(expected).max())
         assert not [n for n in os.listdir(output_dir) if n.startswith(".")]

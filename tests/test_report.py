@@ -9,9 +9,9 @@ import tensorflow as tf
 
 from tests.conftest import run_tool
 from tests.test_train import TINY
-from tfmri import metrics
 from tfmri.baselines import cs_tv
 from tfmri.data import fastmri_files, masks
+from tfmri.evaluation import metrics
 
 CS_ITERATIONS = 20
 

@@ -193,7 +193,7 @@ def test_a_conversion_of_another_input_is_refused_unless_overwrite(tmp_path):
 def test_the_same_input_resumes_and_a_tool_run_names_the_other_input(tmp_path):
     first, second, output, options = _two_inputs_one_converted(tmp_path)
     assert convert.convert(str(first), output, options)["resumed_shards"] == 2
-    result = run_tool("tools/convert_fastmri.py", f"--input_dir={second}", f"--output_dir={output}")
+    result = run_tool("-m", "tfmri.convert", f"--input_dir={second}", f"--output_dir={output}")
     assert result.returncode == 1
     assert _last_line(result).startswith(f"error: --output_dir={output}: holds the conversion of")
     assert "--overwrite" in _last_line(result)
@@ -299,11 +299,12 @@ def test_a_huge_declared_shape_is_refused_before_reading(singlecoil_raw, tmp_pat
     with pytest.raises(fastmri_files.FastMRIFileError, match="declares shape"):
         fastmri_files.read_volume(bad)
     output = str(tmp_path / "records")
-    result = run_tool("tools/convert_fastmri.py", f"--input_dir={raw}", f"--output_dir={output}")
+    result = run_tool("-m", "tfmri.convert", f"--input_dir={raw}", f"--output_dir={output}")
     assert result.returncode == 1
     assert _last_line(result).startswith(f"error: {bad}: dataset 'kspace' declares shape")
     result = run_tool(
-        "tools/convert_fastmri.py",
+        "-m",
+        "tfmri.convert",
         f"--input_dir={raw}",
         f"--output_dir={output}",
         "--on_error=skip",
@@ -369,7 +370,8 @@ def test_a_file_in_place_of_a_directory(singlecoil_records, singlecoil_raw, tmp_
             "give a directory path"
         )
     result = run_tool(
-        "tools/convert_fastmri.py",
+        "-m",
+        "tfmri.convert",
         f"--input_dir={singlecoil_raw}",
         f"--output_dir={blocker / 'records'}",
     )
@@ -383,7 +385,7 @@ def test_a_file_in_place_of_a_directory(singlecoil_records, singlecoil_raw, tmp_
 
 def test_serving_client_checks_slices_and_port(singlecoil_raw):
     path = sorted(glob.glob(os.path.join(singlecoil_raw, "singlecoil_val", "*.h5")))[0]
-    client = ["tools/serving_client.py", f"--input={path}", "--model_name=knee"]
+    client = ["-m", "tfmri.client", f"--input={path}", "--model_name=knee"]
     result = run_tool(*client, "--slices=1:200")
     assert result.returncode == 1
     assert _last_line(result) == (

@@ -16,9 +16,10 @@ import tensorflow as tf
 
 from tests.conftest import FIXTURES, run_tool
 from tests.test_transforms import numpy_ifft2c
-from tfmri import metrics, train
 from tfmri.data import convert, fastmri_files, masks, pipeline
+from tfmri.evaluation import metrics
 from tfmri.models import pix2pix
+from tfmri.training import train
 
 NAME = "bright_singlecoil.h5"
 with open(os.path.join(FIXTURES, "bright_singlecoil.json")) as _handle:
@@ -74,7 +75,7 @@ def test_report_zero_filled_equals_fastmri_on_bright_voxels(bright_records, tmp_
 
 
 def test_validation_metrics_score_the_stored_target(bright_records):
-    # The TensorBoard validation metrics (Pix2Pix.test_step): the de-normalised
+    # The TensorBoard validation metrics (ReconstructionModel.test_step): the de-normalised
     # prediction against the stored target, per slice, data range the volume maximum.
     raw, records = bright_records
     case = EXPECTED[1]
@@ -84,7 +85,7 @@ def test_validation_metrics_score_the_stored_target(bright_records):
     config = pix2pix.ModelConfig(
         image_size=320, depth=3, base_filters=4, dropout=0.0, norm="instance", discriminator="none"
     )
-    model = pix2pix.Pix2Pix(config)
+    model = pix2pix.ReconstructionModel(config)
     model.compile(keras.optimizers.SGD(0.0))
     scores = model.evaluate(dataset.map(train.model_inputs), return_dict=True, verbose=0)
 

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import run_tool
-from tfmri import serving
 from tfmri.data import masks
+from tfmri.serving import client
 
 
 def _val_file(raw):
@@ -29,22 +29,22 @@ def signature(exported):
 
 
 def _client_inputs(path, slices="0:2"):
-    """What tools/serving_client.py sends for a file (8x random, the volume's mask)."""
+    """What python -m tfmri.client sends for a file (8x random, the volume's mask)."""
     spec = masks.MaskSpec("random", (0.04,), (8,))
-    kspace, mask = serving.load_request(path, spec, slices)
-    return serving.split_kspace(kspace, mask)
+    kspace, mask = client.load_request(path, spec, slices)
+    return client.split_kspace(kspace, mask)
 
 
 def test_rest_and_grpc_payloads_feed_the_signature(signature, singlecoil_raw):
     inputs = _client_inputs(_val_file(singlecoil_raw))
     direct = signature(**{k: tf.constant(v) for k, v in inputs.items()})["reconstruction"].numpy()
-    from_rest = serving.decode_rest_payload(serving.rest_payload(inputs))
-    request = serving.grpc_request(inputs, "knee", version=1)
+    from_rest = client.decode_rest_payload(client.rest_payload(inputs))
+    request = client.grpc_request(inputs, "knee", version=1)
     assert (
         request.model_spec.name == "knee" and request.model_spec.signature_name == "serving_default"
     )
     assert request.model_spec.version.value == 1
-    from_grpc = serving.decode_grpc_request(request)
+    from_grpc = client.decode_grpc_request(request)
     for decoded in (from_rest, from_grpc):
         assert set(decoded) == {"kspace_real", "kspace_imag", "mask"}
         assert all(v.dtype == np.float32 for v in decoded.values())
@@ -66,7 +66,8 @@ def _free_port():
 def test_unreachable_server_is_one_clear_error(singlecoil_raw, tmp_path, protocol):
     output = tmp_path / "out.npy"
     result = run_tool(
-        "tools/serving_client.py",
+        "-m",
+        "tfmri.client",
         f"--input={_val_file(singlecoil_raw)}",
         "--model_name=knee",
         f"--protocol={protocol}",
@@ -114,20 +115,20 @@ def test_server_error_answer_is_reported(fake_server):
     port = fake_server(
         400, json.dumps({"error": "Expects arg[0] to be float but double is provided"}).encode()
     )
-    inputs = serving.split_kspace(np.ones((1, 8, 8), np.complex64), np.ones(8))
-    with pytest.raises(serving.ServingError, match="answered 400: Expects arg"):
-        serving.predict_rest("127.0.0.1", port, "knee", serving.rest_payload(inputs), timeout=5)
+    inputs = client.split_kspace(np.ones((1, 8, 8), np.complex64), np.ones(8))
+    with pytest.raises(client.ServingError, match="answered 400: Expects arg"):
+        client.predict_rest("127.0.0.1", port, "knee", client.rest_payload(inputs), timeout=5)
 
 
 def test_rest_answer_is_decoded(fake_server):
     port = fake_server(200, json.dumps({"outputs": [[[1.0, 2.0], [3.0, 4.0]]]}).encode())
-    inputs = serving.split_kspace(np.ones((1, 8, 8), np.complex64), np.ones(8))
-    image = serving.predict_rest("127.0.0.1", port, "knee", serving.rest_payload(inputs), version=2)
+    inputs = client.split_kspace(np.ones((1, 8, 8), np.complex64), np.ones(8))
+    image = client.predict_rest("127.0.0.1", port, "knee", client.rest_payload(inputs), version=2)
     np.testing.assert_array_equal(image, [[[1, 2], [3, 4]]])
 
 
 def test_bad_arrays_are_refused():
     with pytest.raises(ValueError, match="complex"):
-        serving.split_kspace(np.ones((2, 8, 8), np.float32), np.ones(8))
+        client.split_kspace(np.ones((2, 8, 8), np.float32), np.ones(8))
     with pytest.raises(ValueError, match="mask"):
-        serving.split_kspace(np.ones((2, 8, 8), np.complex64), np.ones(7))
+        client.split_kspace(np.ones((2, 8, 8), np.complex64), np.ones(7))

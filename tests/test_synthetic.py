@@ -105,7 +105,7 @@ def test_deterministic_for_a_seed(tmp_path):
 
 
 def test_cli_help_and_bad_flag():
-    result = run_tool("tools/make_synthetic_fastmri.py", "--help")
+    result = run_tool("-m", "tfmri.synthesize", "--help")
     assert result.returncode == 0 and "--num_volumes" in result.stdout
-    result = run_tool("tools/make_synthetic_fastmri.py", "--output_dir=/tmp/x", "--num_volumes=0")
+    result = run_tool("-m", "tfmri.synthesize", "--output_dir=/tmp/x", "--num_volumes=0")
     assert result.returncode != 0 and "num_volumes" in result.stderr

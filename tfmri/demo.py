@@ -5,7 +5,7 @@
 1. writes synthetic single-coil volumes in the fastMRI layout: photographs made
    MR-like (``--data_source=natural``, the default) or the knee phantom (``knee``),
 2. converts them to TFRecords,
-3. writes and converts the real-anatomy check set (``tools/make_real_anatomy.py``;
+3. writes and converts the real-anatomy check set (``python -m tfmri.real_anatomy``;
    never trained on; ``--nocheck_set`` skips it),
 4. trains pix2pix with ``configs/demo.cfg`` and evaluates it,
 5. trains the L1 U-Net baseline with ``configs/demo_unet.cfg`` and evaluates it,
@@ -45,22 +45,12 @@ cli.quiet_tensorflow()
 from tfmri import fileio  # noqa: E402
 from tfmri.data import anatomy, convert, synthetic  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
-from tfmri.flagdefs import common  # noqa: E402, F401 - --export_dir, --model_name
+from tfmri.flagdefs import common  # noqa: E402, F401 - define flags
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Where the synthetic data, TFRecords and runs go.")
-flags.DEFINE_integer("num_volumes", 10, "Synthetic volumes to generate.", lower_bound=3)
-flags.DEFINE_integer("num_slices", 12, "Slices per synthetic volume.", lower_bound=1)
-flags.DEFINE_integer("data_seed", 0, "Seed of the synthetic data.")
 flags.DEFINE_bool("with_4x", False, "Also train at 4x and report 4x next to 8x.")
-flags.DEFINE_enum(
-    "data_source",
-    "natural",
-    list(synthetic.SOURCES),
-    "Synthetic data: 'natural' (photographs made MR-like, tfmri/data/natural.py), which "
-    "teaches reconstruction that carries over to real anatomy, or 'knee' (the knee phantom).",
-)
 flags.DEFINE_bool(
     "data_consistency",
     True,
@@ -71,7 +61,7 @@ flags.DEFINE_bool(
 flags.DEFINE_bool(
     "check_set",
     True,
-    "Also write the real-anatomy check set (tools/make_real_anatomy.py) into "
+    "Also write the real-anatomy check set (python -m tfmri.real_anatomy) into "
     "<workdir>/anatomy and score every method on it in the report's check-set section.",
 )
 flags.DEFINE_multi_string(
@@ -115,13 +105,17 @@ class DemoConfig:
 
 
 def demo_config(values) -> DemoConfig:
-    """The DemoConfig of the flags of ``values`` (absl FlagValues)."""
+    """The DemoConfig of the flags of ``values`` (absl FlagValues), checked."""
+    if values.num_volumes < 3:
+        raise UserError(f"--num_volumes={values.num_volumes}: must be >= 3 (train, val, test)")
+    if values.num_slices is not None and values.num_slices < 1:
+        raise UserError(f"--num_slices={values.num_slices}: must be >= 1")
     return DemoConfig(
         workdir=os.path.abspath(values.workdir),
         export_dir=os.path.abspath(values.export_dir),
         model_name=values.model_name or DEFAULT_MODEL_NAME,
         num_volumes=values.num_volumes,
-        num_slices=values.num_slices,
+        num_slices=values.num_slices or DemoConfig.num_slices,
         data_seed=values.data_seed,
         data_source=values.data_source,
         with_4x=values.with_4x,
@@ -245,7 +239,7 @@ def serving_commands(saved_model, test_dir, name):
             f"  docker run -p 8500:8500 -p 8501:8501 -v {root}:/models/{name} "
             f"-e MODEL_NAME={name} tensorflow/serving",
             "call it:",
-            f"  python tools/serving_client.py --input={os.path.join(test_dir, example)} "
+            f"  python -m tfmri.client --input={os.path.join(test_dir, example)} "
             f"--model_name={name} --protocol=rest --port=8501 --output=recon.npy",
         ]
     )

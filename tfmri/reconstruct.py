@@ -2,16 +2,13 @@
 
   python -m tfmri.reconstruct --saved_model=savedmodel/knee/1 --input_dir=DIR --output_dir=DIR
 
-Writes one HDF5 file per volume, under the volume's name, holding ``reconstruction``
-float32 [slices, 320, 320]: the format fastMRI's leaderboard takes. Test files use
-their own mask (their k-space is already undersampled); fully sampled files are
-undersampled with the volume's fixed fastMRI mask of --mask_type,
---center_fractions and --accelerations. Each output is written under a temporary
-name and renamed when complete; a rerun skips the volumes already done. Bad files
-are named with the reason: ``--on_error=fail`` stops, ``skip`` goes on and lists them.
+Writes one HDF5 file per volume holding ``reconstruction`` float32 [slices, S, S], the
+format fastMRI's leaderboard takes (:mod:`tfmri.serving.reconstruct`). Test files use
+their own mask; fully sampled files are undersampled with the volume's fixed mask of
+--mask_type, --center_fractions and --accelerations. A rerun skips the volumes already
+done. Bad files are named with the reason: ``--on_error=fail`` stops, ``skip`` goes on
+and lists them.
 """
-
-import os
 
 from absl import flags
 
@@ -19,120 +16,13 @@ from tfmri import cli
 
 cli.quiet_tensorflow()
 
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from tfmri import fileio, runlock, serving  # noqa: E402
-from tfmri.data import fastmri_files, masks  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
-from tfmri.flagdefs import common  # noqa: E402, F401 - --batch_size, --output_dir
+from tfmri.flagdefs import common  # noqa: E402, F401 - --batch_size, --input_dir, --output_dir, --on_error
 from tfmri.flagdefs import mask as mask_flags  # noqa: E402
-from tfmri.progress import ProgressBar  # noqa: E402
+from tfmri.serving import reconstruct  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "An exported model version: savedmodel/NAME/N.")
-flags.DEFINE_string("input_dir", None, "A directory of fastMRI .h5 files.")
-flags.DEFINE_enum(
-    "on_error", "fail", list(fastmri_files.ON_ERROR), "On a bad file: stop, or skip it."
-)
-
-RECONSTRUCTION = "reconstruction"
-
-
-def load_model(path):
-    """The ``serving_default`` signature of an exported model version."""
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        parent = os.path.dirname(os.path.normpath(path))
-        versions = (
-            sorted(v for v in os.listdir(parent) if v.isdigit()) if os.path.isdir(parent) else []
-        )
-        present = f"versions present: {', '.join(versions)}" if versions else "export one first"
-        raise UserError(f"--saved_model={path}: no SavedModel there ({present})")
-    return tf.saved_model.load(path).signatures[serving.SIGNATURE]
-
-
-def reconstruct_volume(signature, kspace, mask, batch_size):
-    """float32 [slices, S, S] of undersampled complex [slices, H, W] k-space and its mask."""
-    parts = []
-    for start in range(0, len(kspace), batch_size):
-        inputs = serving.split_kspace(kspace[start : start + batch_size], mask)
-        outputs = signature(**{name: tf.constant(value) for name, value in inputs.items()})
-        parts.append(outputs["reconstruction"].numpy())
-    return np.concatenate(parts)
-
-
-def write_reconstruction(path, image):
-    with fileio.atomic_path(path) as temporary:
-        with h5py.File(temporary, "w") as handle:
-            handle.create_dataset(RECONSTRUCTION, data=image.astype(np.float32))
-
-
-def crop_size_of(signature):
-    """The side of the square the model reconstructs (its output's static shape; None
-    for exports made before tfmri recorded it there)."""
-    return signature.structured_outputs["reconstruction"].shape[-1]
-
-
-def _check_fits(path, kspace, crop_size):
-    height, width = kspace.shape[-2:]
-    if crop_size is not None and min(height, width) < crop_size:
-        raise fastmri_files.FastMRIFileError(
-            path,
-            f"k-space {height} x {width} is smaller than the model's {crop_size} x {crop_size} "
-            "crop",
-            "reconstruct it with a model trained on a smaller --crop_size",
-        )
-
-
-def run(model, input_dir, output_dir, spec, batch_size=8, on_error="fail"):
-    """Reconstructs the directory; returns (written, kept, skipped) volume names.
-
-    Holds ``output_dir`` (:mod:`tfmri.runlock`) while it writes there.
-    """
-    signature = load_model(model)
-    paths = fastmri_files.list_volumes(input_dir)
-    with runlock.hold(output_dir, "a batch reconstruction", "--output_dir"):
-        return _run(signature, paths, output_dir, spec, batch_size, on_error)
-
-
-def _run(signature, paths, output_dir, spec, batch_size, on_error):
-    crop_size = crop_size_of(signature)
-    written, kept, skipped = [], [], []
-    bar = ProgressBar(len(paths), "volumes")
-    for path in paths:
-        name = os.path.basename(path)
-        target = os.path.join(output_dir, name)
-        if os.path.exists(target):
-            kept.append(name)
-            bar.update()
-            continue
-        try:
-            volume = fastmri_files.read_volume(path)
-            if volume.is_multicoil:
-                raise fastmri_files.FastMRIFileError(
-                    path, "multi-coil; the exported models take single-coil k-space"
-                )
-            _check_fits(path, volume.kspace, crop_size)
-            mask = volume.mask
-            if mask is None:
-                mask = masks.fixed_volume_mask(spec, name, volume.kspace.shape[-1])
-            try:
-                image = reconstruct_volume(signature, volume.kspace * mask, mask, batch_size)
-            except tf.errors.InvalidArgumentError as error:
-                problem = str(error).strip().splitlines()[0]
-                raise fastmri_files.FastMRIFileError(
-                    path, f"the model refused its k-space ({problem})"
-                ) from None
-        except fastmri_files.FastMRIFileError as error:
-            fastmri_files.on_bad_file(error, on_error, skipped)
-            bar.update()
-            continue
-        write_reconstruction(target, image)
-        written.append(name)
-        bar.update()
-    bar.close()
-    return written, kept, skipped
 
 
 @cli.user_errors_to_exit
@@ -145,7 +35,7 @@ def main(argv):
     if FLAGS.batch_size < 1:
         raise UserError(f"--batch_size={FLAGS.batch_size}: must be >= 1")
     spec = mask_flags.spec(FLAGS)
-    written, kept, skipped = run(
+    written, kept, skipped = reconstruct.run(
         FLAGS.saved_model, FLAGS.input_dir, FLAGS.output_dir, spec, FLAGS.batch_size, FLAGS.on_error
     )
     print(

@@ -142,11 +142,21 @@ class RunConfig:
     optimizer: OptimizerConfig
     runtime: RuntimeConfig
 
-    # Fields that may differ when a run is resumed: how long it trains, where and how
-    # it runs, and what it logs. Everything else must match the saved record.
+    # Fields that may differ when a run is resumed: how long it trains, where it runs,
+    # and what it logs. Everything else (data, masks, model, losses, optimiser, seed,
+    # precision, batch) must match the saved record.
     RESUMABLE = {
         "optimizer": ("epochs", "epochs_decay"),
-        "runtime": tuple(field.name for field in dataclasses.fields(RuntimeConfig)),
+        "runtime": (
+            "model_dir",
+            "strategy",
+            "num_cpu_devices",
+            "deterministic",
+            "checkpoint_every_steps",
+            "keep_checkpoints",
+            "log_every_steps",
+            "num_images",
+        ),
     }
 
     def __post_init__(self):

@@ -105,7 +105,7 @@ def total_variation(x):
     return tf.reduce_sum(magnitude, axis=[-2, -1])
 
 
-def center_columns(mask):
+def sampled_center_run(mask):
     """float32 [W]: 1 on the contiguous run of sampled columns around the middle, else 0."""
     width = tf.shape(mask)[0]
     middle = width // 2
@@ -130,7 +130,7 @@ def estimate_maps(measured, mask, eps=1e-6):
     Returns:
       complex64 [B, C, h, W] maps with sum over coils of |S|^2 <= 1 per pixel.
     """
-    centre = tf.map_fn(center_columns, mask)
+    centre = tf.map_fn(sampled_center_run, mask)
     low = transforms.columns_to_image(measured * tf.cast(centre[:, None, None, :], measured.dtype))
     rss = tf.sqrt(tf.reduce_sum(tf.abs(low) ** 2, axis=1, keepdims=True))
     floor = eps * tf.reduce_max(rss, axis=[1, 2, 3], keepdims=True)
@@ -246,9 +246,7 @@ def _reconstruct(measured, mask, regularization, iterations, crop_size, record=F
     scale = tf.maximum(tf.reduce_max(zero_filled, axis=[1, 2]), 1e-30)  # [B]
     scaled = coils / tf.cast(scale[:, None, None, None], coils.dtype)
     x, history = _solve(operator, scaled, regularization, iterations, record)
-    width = tf.shape(x)[-1]
-    left = (width - crop_size) // 2
-    image = tf.abs(x[..., left : left + crop_size]) * scale[:, None, None]
+    image = tf.abs(transforms.crop_width(x, crop_size)) * scale[:, None, None]
     return (image, history) if record else image
 
 
@@ -311,7 +309,7 @@ def choose_lambda(batches, iterations=DEFAULT_ITERATIONS, crop_size=320, grid=LA
     Returns:
       (chosen lambda, {lambda: {"nmse": mean, "ssim": mean} over the groups}).
     """
-    from tfmri import metrics
+    from tfmri.evaluation import metrics
 
     if not batches:
         raise ValueError("choose_lambda needs at least one group of slices")

@@ -132,7 +132,7 @@ def read(data_dir) -> Manifest:
     path = os.path.join(data_dir, FILE_NAME)
     if not os.path.exists(path):
         raise DataError(
-            f"{path}: no manifest; convert the data first with tools/convert_fastmri.py "
+            f"{path}: no manifest; convert the data first with python -m tfmri.convert "
             "(an interrupted conversion has no manifest: rerun it to finish)"
         )
     try:

@@ -215,6 +215,21 @@ def _magic_columns_tf(width, acceleration, offset):
     return tf.roll(unshifted, shift=width // 2, axis=0)
 
 
+def _equispaced_fraction_tf(width, num_low, acceleration, random_offset):
+    """bool [W]: columns every ``spacing`` (real-valued, rounded) from a random offset,
+    spaced so that with the centre the whole mask keeps 1 / ``acceleration``."""
+    width_f = tf.cast(width, tf.float64)
+    acceleration_f = tf.cast(acceleration, tf.float64)
+    num_low_f = tf.cast(num_low, tf.float64)
+    spacing = acceleration_f * (num_low_f - width_f) / (num_low_f * acceleration_f - width_f)
+    offset = tf.cast(random_offset(tf.cast(tf.round(spacing), tf.int32)), tf.float64)
+    count = tf.cast(tf.math.ceil((width_f - 1.0 - offset) / spacing), tf.int32)
+    positions = tf.round(offset + tf.cast(tf.range(count), tf.float64) * spacing)
+    columns = tf.range(width, dtype=tf.int32)
+    hits = tf.equal(columns[:, None], tf.cast(positions, tf.int32)[None, :])
+    return tf.reduce_any(hits, axis=1)
+
+
 def sample_mask(spec: MaskSpec, width, seed) -> tuple[tf.Tensor, tf.Tensor]:
     """Draws one mask in TensorFlow (graph mode friendly, deterministic for a seed).
 
@@ -261,15 +276,7 @@ def sample_mask(spec: MaskSpec, width, seed) -> tuple[tf.Tensor, tf.Tensor]:
     elif kind == "equispaced":
         extra = _every_nth_tf(width, random_offset(acceleration), acceleration)
     elif kind == "equispaced_fraction":
-        acceleration_f = tf.cast(acceleration, tf.float64)
-        num_low_f = tf.cast(num_low, tf.float64)
-        spacing = acceleration_f * (num_low_f - width_f) / (num_low_f * acceleration_f - width_f)
-        offset = tf.cast(random_offset(tf.cast(tf.round(spacing), tf.int32)), tf.float64)
-        count = tf.cast(tf.math.ceil((width_f - 1.0 - offset) / spacing), tf.int32)
-        positions = tf.round(offset + tf.cast(tf.range(count), tf.float64) * spacing)
-        columns = tf.range(width, dtype=tf.int32)
-        hits = tf.equal(columns[:, None], tf.cast(positions, tf.int32)[None, :])
-        extra = tf.reduce_any(hits, axis=1)
+        extra = _equispaced_fraction_tf(width, num_low, acceleration, random_offset)
     else:  # magic
         extra = _magic_columns_tf(width, acceleration, random_offset(acceleration))
 

@@ -229,22 +229,27 @@ def check_crop(manifest, split, crop_size):
         )
 
 
-def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> tf.data.Dataset:
-    """The batched, prefetched dataset of one split of converted data.
+@dataclasses.dataclass(frozen=True)
+class _Split:
+    """What reading one split of converted data needs to know about it."""
 
-    Training: shards interleaved in parallel, records shuffled, a random mask per slice;
-    the order and the masks are a function of ``options.seed`` alone (each slice's mask
-    of the seed, its volume and its index), whatever the parallelism: ``tfmri.train``
-    gives every epoch a seed of its own.
-    Evaluation: shards read in manifest order, slices of a volume contiguous and in
-    order, the same fixed mask for every slice of a volume, identical on every pass.
-    """
+    name: str
+    data_dir: str
+    paths: tuple
+    compression: str
+    layout: str
+    has_target: bool
+    kspace_rank: int  # 2 single-coil, 3 multi-coil
+    with_measured: bool
+    num_widths: int
+
+
+def _split(data_dir, split, options: PipelineOptions, training: bool) -> _Split:
+    """The split's facts from its manifest, after checking it can be read as asked."""
     manifest, entry, paths = split_info(data_dir, split)
     has_target = entry.statistics.has_target
     if training and not has_target:
         raise DataError(f"{data_dir}: split {split!r} has no targets and cannot be trained on")
-    compression = manifest.reader_compression
-    layout = manifest.layout
     check_crop(manifest, split, options.crop_size)
     coils = list(entry.statistics.coils)
     if len(coils) != 1:
@@ -258,78 +263,122 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
             f"{data_dir}: split {split!r} is multi-coil; data consistency supports "
             "single-coil data only"
         )
-    with_measured = options.data_consistency or options.measured
-    crop_size = options.crop_size
-    spec = options.mask
+    return _Split(
+        split,
+        data_dir,
+        tuple(paths),
+        manifest.reader_compression,
+        manifest.layout,
+        has_target,
+        kspace_rank,
+        options.data_consistency or options.measured,
+        len(entry.statistics.kspace_shapes),
+    )
 
-    parallel = AUTOTUNE if options.parallel_calls is None else options.parallel_calls
-    files = tf.data.Dataset.from_tensor_slices(paths)
-    if training:
-        count, index = options.file_shard
-        if count > len(paths):
-            raise DataError(
-                f"{data_dir}: split {split!r} has {len(paths)} shard file(s) for {count} "
-                f"workers; convert again with --num_shards={count} or more"
-            )
-        files = files.shard(count, index)
-        files = files.shuffle(len(paths), seed=options.seed, reshuffle_each_iteration=True)
-        # Never more parallel reads than files read at once: tf.data refuses that
-        # (a one-shard conversion on a 2-core machine).
-        cycle = min(len(paths[index::count]), 4)
-        records = files.interleave(
-            lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
-            cycle_length=cycle,
-            num_parallel_calls=parallel if parallel == AUTOTUNE else min(parallel, cycle),
-            deterministic=True,
+
+def _training_slices(split: _Split, options: PipelineOptions, parallel):
+    """Prepared training slices: this worker's shards, shuffled, a seeded mask per slice."""
+    paths = split.paths
+    count, index = options.file_shard
+    if count > len(paths):
+        raise DataError(
+            f"{split.data_dir}: split {split.name!r} has {len(paths)} shard file(s) for "
+            f"{count} workers; convert again with --num_shards={count} or more"
         )
-        records = records.shuffle(options.shuffle_buffer, seed=options.seed)
+    files = tf.data.Dataset.from_tensor_slices(list(paths)).shard(count, index)
+    files = files.shuffle(len(paths), seed=options.seed, reshuffle_each_iteration=True)
+    # Never more parallel reads than files read at once: tf.data refuses that (a
+    # one-shard conversion on a 2-core machine).
+    cycle = min(len(paths[index::count]), 4)
+    records = files.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=split.compression),
+        cycle_length=cycle,
+        num_parallel_calls=parallel if parallel == AUTOTUNE else min(parallel, cycle),
+        deterministic=True,
+    )
+    records = records.shuffle(options.shuffle_buffer, seed=options.seed)
 
-        def prepare(serialized):
-            features = schema.parse_slice(serialized, kspace_rank)
+    def prepare(serialized):
+        features = schema.parse_slice(serialized, split.kspace_rank)
+        width = tf.shape(features["kspace"])[-1]
+        seed = record_mask_seed(options.seed, features["volume"], features["slice_index"])
+        mask, _ = masks.sample_mask(options.mask, width, seed)
+        return _prepare(
+            features,
+            mask,
+            options.crop_size,
+            split.has_target,
+            split.with_measured,
+            layout=split.layout,
+        )
+
+    # In order: with the seeded shuffles, an epoch's batches are a function of the seed
+    # alone, so a resumed epoch sees the batches the killed one would have.
+    return records.map(prepare, num_parallel_calls=parallel, deterministic=True)
+
+
+def _evaluation_slices(split: _Split, options: PipelineOptions, parallel):
+    """Prepared slices in manifest order, each volume's fixed mask (test files: their own)."""
+    records = tf.data.TFRecordDataset(
+        list(split.paths), compression_type=split.compression, num_parallel_reads=None
+    )
+
+    def prepare(serialized):
+        features = schema.parse_slice(serialized, split.kspace_rank)
+        if not split.has_target:
+            mask = features["mask"]  # test k-space is already undersampled
+        else:
             width = tf.shape(features["kspace"])[-1]
-            seed = record_mask_seed(options.seed, features["volume"], features["slice_index"])
-            mask, _ = masks.sample_mask(spec, width, seed)
-            return _prepare(features, mask, crop_size, has_target, with_measured, layout=layout)
-
-        # In order: with the seeded shuffles, an epoch's batches are a function of the
-        # seed alone, so a resumed epoch sees the batches the killed one would have.
-        dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=True)
-    else:
-        records = tf.data.TFRecordDataset(
-            paths, compression_type=compression, num_parallel_reads=None
+            mask = fixed_volume_mask(options.mask, features["volume"], width)
+        return _prepare(
+            features,
+            mask,
+            options.crop_size,
+            split.has_target,
+            split.with_measured,
+            scored=True,
+            layout=split.layout,
         )
 
-        def prepare(serialized):
-            features = schema.parse_slice(serialized, kspace_rank)
-            if not has_target:
-                mask = features["mask"]  # test k-space is already undersampled
-            else:
-                width = tf.shape(features["kspace"])[-1]
-                mask = fixed_volume_mask(spec, features["volume"], width)
-            return _prepare(
-                features, mask, crop_size, has_target, with_measured, scored=True, layout=layout
-            )
+    return records.map(prepare, num_parallel_calls=parallel, deterministic=True)
 
-        dataset = records.map(prepare, num_parallel_calls=parallel, deterministic=True)
-    widths = entry.statistics.kspace_shapes
-    if not with_measured or len(widths) == 1:
-        dataset = dataset.batch(options.batch_size, drop_remainder=options.drop_remainder)
-    elif training:
-        # The measured data keep the k-space width, which differs between volumes: a
-        # batch holds slices of one width.
-        def width(inputs, *target):
-            return tf.cast(tf.shape(inputs["mask"])[0], tf.int64)
 
-        dataset = dataset.group_by_window(
-            width,
-            lambda key, window: window.batch(
-                options.batch_size, drop_remainder=options.drop_remainder
-            ),
-            window_size=options.batch_size,
-        )
-    else:
+def _batched(dataset, split: _Split, options: PipelineOptions, training: bool):
+    if not split.with_measured or split.num_widths == 1:
+        return dataset.batch(options.batch_size, drop_remainder=options.drop_remainder)
+    if not training:
         # Evaluation keeps the slices in order; widths can change at any slice.
-        dataset = dataset.batch(1)
+        return dataset.batch(1)
+
+    # The measured data keep the k-space width, which differs between volumes: a batch
+    # holds slices of one width.
+    def width(inputs, *target):
+        return tf.cast(tf.shape(inputs["mask"])[0], tf.int64)
+
+    return dataset.group_by_window(
+        width,
+        lambda key, window: window.batch(options.batch_size, drop_remainder=options.drop_remainder),
+        window_size=options.batch_size,
+    )
+
+
+def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> tf.data.Dataset:
+    """The batched, prefetched dataset of one split of converted data.
+
+    Training: shards interleaved in parallel, records shuffled, a random mask per slice;
+    the order and the masks are a function of ``options.seed`` alone (each slice's mask
+    of the seed, its volume and its index), whatever the parallelism: ``tfmri.train``
+    gives every epoch a seed of its own.
+    Evaluation: shards read in manifest order, slices of a volume contiguous and in
+    order, the same fixed mask for every slice of a volume, identical on every pass.
+    """
+    facts = _split(data_dir, split, options, training)
+    parallel = AUTOTUNE if options.parallel_calls is None else options.parallel_calls
+    if training:
+        dataset = _training_slices(facts, options, parallel)
+    else:
+        dataset = _evaluation_slices(facts, options, parallel)
+    dataset = _batched(dataset, facts, options, training)
     if options.parallel_calls is None:
         return dataset.prefetch(AUTOTUNE)
     fixed = tf.data.Options()

@@ -157,6 +157,18 @@ def center_crop(x, height, width):
     return x[..., top : top + height, left : left + width]
 
 
+def width_crop_start(total_width, width):
+    """First column of the centre ``width`` columns of ``total_width`` (fastMRI's rounding)."""
+    return (total_width - width) // 2
+
+
+def crop_width(x, width):
+    """The centre ``width`` columns of [..., W] (the one width crop: the readout is
+    cropped when the hybrid data are made, :func:`measured_rows`)."""
+    left = width_crop_start(tf.shape(x)[-1], width)
+    return x[..., left : left + width]
+
+
 def normalize_instance(image, eps=NORMALIZATION_EPS, clamp=NORMALIZATION_CLAMP):
     """Standardises one slice with its own statistics, then clamps, as fastMRI's U-Net does.
 

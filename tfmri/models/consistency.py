@@ -27,8 +27,8 @@ def consistent_hybrid(image, measured, mask):
     """
     zero_filled = transforms.columns_to_image(measured)  # [B, S, W]
     size = tf.shape(image)[-1]
-    left = (tf.shape(measured)[-1] - size) // 2
-    inner = zero_filled[:, :, left : left + size]
+    left = transforms.width_crop_start(tf.shape(measured)[-1], size)
+    inner = transforms.crop_width(zero_filled, size)
     magnitude = tf.abs(inner)
     phase = tf.where(
         magnitude > 0,
@@ -60,9 +60,7 @@ def apply(normalized, inputs):
     std = tf.reshape(inputs["std"], [-1, 1, 1])
     image = transforms.denormalize(tf.cast(normalized[..., 0], tf.float32), mean, std)
     hybrid = consistent_hybrid(image, inputs["measured"], inputs["mask"])
-    size = tf.shape(image)[-1]
-    left = (tf.shape(hybrid)[-1] - size) // 2
-    complex_image = transforms.columns_to_image(hybrid)[:, :, left : left + size]
+    complex_image = transforms.crop_width(transforms.columns_to_image(hybrid), tf.shape(image)[-1])
     # sqrt(re^2 + im^2 + tiny): the gradient of |z| is undefined at 0.
     magnitude = tf.sqrt(
         tf.square(tf.math.real(complex_image)) + tf.square(tf.math.imag(complex_image)) + 1e-30

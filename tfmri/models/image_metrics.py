@@ -1,7 +1,7 @@
 """fastMRI's metrics per slice, in TensorFlow, for training-time validation and losses.
 
-The definitions (window, constants, data range) are :mod:`tfmri.metrics`'s; these are
-per-slice and differentiable, where :mod:`tfmri.metrics` is per volume, in float64, for
+The definitions (window, constants, data range) are :mod:`tfmri.evaluation.metrics`'s; these are
+per-slice and differentiable, where :mod:`tfmri.evaluation.metrics` is per volume, in float64, for
 the reported evaluation. All take images ``float32 [batch, H, W, 1]`` and a
 ``data_range`` ``float32 [batch]`` (the volume maximum of the target) and return
 ``float32 [batch]``.
@@ -9,7 +9,7 @@ the reported evaluation. All take images ``float32 [batch, H, W, 1]`` and a
 
 import tensorflow as tf
 
-from tfmri import metrics
+from tfmri.evaluation import metrics
 
 
 def _window_mean(x):

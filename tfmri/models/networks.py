@@ -125,9 +125,9 @@ def unet_generator(
 
     Down: LeakyReLU(0.2), convolution, norm (none on the outermost level). Up: ReLU,
     transposed convolution, norm, dropout on the three decoder levels next to the
-    innermost (:func:`dropout_level`), skip connections by concatenation. With ``residual`` the network predicts a correction
-    added to the zero-filled input. ``tanh`` output is scaled to the normalisation's
-    clamp range [-6, 6].
+    innermost (:func:`dropout_level`), skip connections by concatenation. With
+    ``residual`` the network predicts a correction added to the zero-filled input.
+    ``tanh`` output is scaled to the normalisation's clamp range [-6, 6].
 
     Args:
       image_size: side of the square input; must halve cleanly ``depth`` times.
@@ -135,6 +135,22 @@ def unet_generator(
     Returns:
       keras.Model: float32 ``[batch, image_size, image_size, 1]`` -> same shape, float32.
     """
+    _check_unet(image_size, depth, dropout, norm, output_activation)
+    image = keras.Input((image_size, image_size, 1), name="zero_filled")
+    skips = _unet_encoder(image, image_size, depth, base_filters, norm)
+    x = _unet_decoder(skips, image_size, depth, base_filters, dropout, norm)
+    x = keras.layers.ReLU(name="out_act")(x)
+    x = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", name="out_conv")(x)
+    if output_activation == "tanh":
+        x = keras.layers.Activation("tanh", name="out_tanh")(x)
+        x = keras.layers.Rescaling(transforms.NORMALIZATION_CLAMP, name="out_scale")(x)
+    x = keras.layers.Activation("linear", dtype="float32", name="out_float32")(x)
+    if residual:
+        x = keras.layers.Add(dtype="float32", name="residual")([image, x])
+    return keras.Model(image, x, name=name)
+
+
+def _check_unet(image_size, depth, dropout, norm, output_activation):
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if output_activation not in OUTPUT_ACTIVATIONS:
@@ -151,7 +167,9 @@ def unet_generator(
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
-    image = keras.Input((image_size, image_size, 1), name="zero_filled")
+
+def _unet_encoder(image, image_size, depth, base_filters, norm):
+    """The outputs of the ``depth`` down levels, outermost first."""
     x = image
     skips = []
     for level in range(depth):
@@ -168,7 +186,12 @@ def unet_generator(
         if 0 < level < depth - 1:
             x = _normalize(x, norm, f"down{level}_norm")
         skips.append(x)
+    return skips
 
+
+def _unet_decoder(skips, image_size, depth, base_filters, dropout, norm):
+    """Up from the innermost level, each level concatenated with its skip."""
+    x = skips[-1]
     for level in reversed(range(depth - 1)):
         x = keras.layers.ReLU(name=f"up{level}_act")(x)
         x = _conv_layers(image_size, level)[1](
@@ -183,16 +206,7 @@ def unet_generator(
         if dropout > 0 and dropout_level(level, depth):
             x = keras.layers.Dropout(dropout, name=f"up{level}_dropout")(x)
         x = keras.layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
-
-    x = keras.layers.ReLU(name="out_act")(x)
-    x = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", name="out_conv")(x)
-    if output_activation == "tanh":
-        x = keras.layers.Activation("tanh", name="out_tanh")(x)
-        x = keras.layers.Rescaling(transforms.NORMALIZATION_CLAMP, name="out_scale")(x)
-    x = keras.layers.Activation("linear", dtype="float32", name="out_float32")(x)
-    if residual:
-        x = keras.layers.Add(dtype="float32", name="residual")([image, x])
-    return keras.Model(image, x, name=name)
+    return x
 
 
 def patch_discriminator(

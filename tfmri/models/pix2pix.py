@@ -1,8 +1,8 @@
 """The training model: pix2pix (U-Net generator + conditional discriminator) or an L1 U-Net.
 
-``Pix2Pix.train_step`` reads like the paper: generate, update the discriminator on
-real and (detached) generated images, then update the generator against the updated
-discriminator with GAN loss + lambda * L1. Without a discriminator (``discriminator
+``ReconstructionModel.train_step`` reads like the pix2pix paper: generate, update the
+discriminator on real and (detached) generated images, then update the generator
+against the updated discriminator with GAN loss + lambda * L1. Without a discriminator (``discriminator
 = "none"``) the same model is fastMRI's L1 U-Net baseline.
 
 Batches are the pipeline's ``(inputs, target)``: ``inputs["zero_filled"]`` and
@@ -126,7 +126,7 @@ def _denormalize(image, inputs):
 
 
 @keras.saving.register_keras_serializable(package="tfmri")
-class Pix2Pix(keras.Model):
+class ReconstructionModel(keras.Model):
     """pix2pix (or, without a discriminator, the L1 U-Net) with its own train/test steps.
 
     Call it on ``inputs`` (the pipeline's dict, or the zero-filled image

@@ -1,9 +1,9 @@
 """Writes synthetic volumes in the exact fastMRI HDF5 layout.
 
-  python tools/make_synthetic_fastmri.py --output_dir=data/synthetic --num_volumes=10
-  python tools/make_synthetic_fastmri.py --output_dir=data/phantom --source=knee
+  python -m tfmri.synthesize --output_dir=data/synthetic --num_volumes=10
+  python -m tfmri.synthesize --output_dir=data/phantom --data_source=knee
 
-``--source=knee`` writes the knee phantom (tfmri/data/synthetic.py); ``natural`` (the
+``--data_source=knee`` writes the knee phantom (tfmri/data/synthetic.py); ``natural`` (the
 demo's default) photographs bundled with scikit-image made into MR-like objects
 (tfmri/data/natural.py), training and validation from different photographs.
 
@@ -19,40 +19,34 @@ from tfmri.errors import UserError
 cli.quiet_tensorflow(load=False)
 
 from tfmri.data import synthetic  # noqa: E402
+from tfmri.flagdefs import common  # noqa: E402, F401 - define flags
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", None, "Directory to write the split sub-directories into.")
-flags.DEFINE_integer("num_volumes", 10, "Volumes in all, dealt to train/val/test.", lower_bound=1)
-flags.DEFINE_integer(
-    "num_slices", 12, "Slices per volume (real knee volumes have ~35).", lower_bound=1
-)
 flags.DEFINE_integer("coils", 1, "1 for single-coil files, K > 1 for multi-coil.", lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed; the same seed writes the same files.")
 flags.DEFINE_float("val_fraction", 0.2, "Fraction of the volumes in the validation split.")
 flags.DEFINE_float("test_fraction", 0.1, "Fraction of the volumes in the test split.")
-flags.DEFINE_enum(
-    "source",
-    "knee",
-    list(synthetic.SOURCES),
-    "knee: the knee phantom; natural: photographs made MR-like (the demo's default).",
-)
-flags.mark_flag_as_required("output_dir")
+DEFAULT_SLICES = 12
 
 
 @cli.user_errors_to_exit
 def main(argv):
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    if not FLAGS.output_dir:
+        raise UserError("--output_dir is required: where the split sub-directories go")
+    for name in ("num_volumes", "num_slices"):
+        if FLAGS[name].value is not None and FLAGS[name].value < 1:
+            raise UserError(f"--{name}={FLAGS[name].value}: must be >= 1")
     try:
         spec = synthetic.SyntheticSpec(
             FLAGS.num_volumes,
-            FLAGS.num_slices,
+            FLAGS.num_slices or DEFAULT_SLICES,
             FLAGS.coils,
-            FLAGS.seed,
+            FLAGS.data_seed,
             FLAGS.val_fraction,
             FLAGS.test_fraction,
-            FLAGS.source,
+            FLAGS.data_source,
         )
         synthetic.split_sizes(spec.num_volumes, spec.val_fraction, spec.test_fraction)
     except ValueError as error:

@@ -1,7 +1,7 @@
 """Writes the real-anatomy check set: the MNI152 T1 template as fastMRI single-coil files.
 
   pip install -e ".[anatomy]"
-  python tools/make_real_anatomy.py --output_dir=data/anatomy
+  python -m tfmri.real_anatomy --output_dir=data/anatomy
 
 Creates <output_dir>/singlecoil_val/mni152_t1_<plane>_<n>.h5 (6 volumes x 6 slices by
 default) from the template nilearn ships in its package (no download), and
@@ -18,29 +18,31 @@ cli.quiet_tensorflow(load=False)
 
 from tfmri.data import anatomy  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
+from tfmri.flagdefs import common, synthetic  # noqa: E402, F401 - define flags
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("output_dir", None, "Directory to write singlecoil_val/ into.")
 flags.DEFINE_integer("volumes_per_plane", 2, "Volumes per plane (axial, coronal, sagittal).", 1)
-flags.DEFINE_integer("num_slices", 6, "Slices per volume.", lower_bound=1)
 flags.DEFINE_float("noise", 0.01, "k-space noise std over the image maximum.", lower_bound=0.0)
-flags.DEFINE_integer("seed", 0, "Seed of the phases, noise and widths.")
 flags.DEFINE_integer(
     "tune_volumes_per_plane", 1, "Volumes per plane of singlecoil_tune (0: none).", lower_bound=0
 )
-flags.mark_flag_as_required("output_dir")
+DEFAULT_SLICES = 6
 
 
 @cli.user_errors_to_exit
 def main(argv):
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    if not FLAGS.output_dir:
+        raise UserError("--output_dir is required: where singlecoil_val/ goes")
+    if FLAGS.num_slices is not None and FLAGS.num_slices < 1:
+        raise UserError(f"--num_slices={FLAGS.num_slices}: must be >= 1")
     spec = anatomy.AnatomySpec(
         FLAGS.volumes_per_plane,
-        FLAGS.num_slices,
+        FLAGS.num_slices or DEFAULT_SLICES,
         noise=FLAGS.noise,
-        seed=FLAGS.seed,
+        seed=FLAGS.data_seed,
         tune_volumes_per_plane=FLAGS.tune_volumes_per_plane,
     )
     try:

@@ -1,6 +1,6 @@
 """Sends undersampled k-space to TensorFlow Serving and saves the reconstruction.
 
-  python tools/serving_client.py --input=file1000001.h5 --model_name=knee \
+  python -m tfmri.client --input=file1000001.h5 --model_name=knee \
       [--protocol=rest|grpc] [--host=localhost] [--port=8501] [--slices=10:14] \
       [--output=reconstruction.npy]
 
@@ -19,10 +19,11 @@ from tfmri import cli
 
 cli.quiet_tensorflow(load=False)
 
-from tfmri import fileio, serving  # noqa: E402
+from tfmri import fileio  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.flagdefs import common  # noqa: E402, F401 - common: --model_name, --version
 from tfmri.flagdefs import mask as mask_flags  # noqa: E402
+from tfmri.serving import client  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "A fastMRI .h5 file, or a .npz with kspace and mask.")
@@ -45,18 +46,18 @@ def main(argv):
     if FLAGS.port is not None and not 1 <= FLAGS.port <= 65535:
         raise UserError(f"--port={FLAGS.port}: TCP ports are 1 to 65535 (TF Serving: 8501 REST)")
     spec = mask_flags.spec(FLAGS)
-    kspace, mask = serving.load_request(FLAGS.input, spec, FLAGS.slices)
-    inputs = serving.split_kspace(kspace, mask)
+    kspace, mask = client.load_request(FLAGS.input, spec, FLAGS.slices)
+    inputs = client.split_kspace(kspace, mask)
     if FLAGS.protocol == "rest":
         port = FLAGS.port or 8501
-        body = serving.rest_payload(inputs)
-        image = serving.predict_rest(
+        body = client.rest_payload(inputs)
+        image = client.predict_rest(
             FLAGS.host, port, FLAGS.model_name, body, FLAGS.version, FLAGS.timeout
         )
     else:
         port = FLAGS.port or 8500
-        request = serving.grpc_request(inputs, FLAGS.model_name, FLAGS.version)
-        image = serving.predict_grpc(FLAGS.host, port, request, FLAGS.timeout)
+        request = client.grpc_request(inputs, FLAGS.model_name, FLAGS.version)
+        image = client.predict_grpc(FLAGS.host, port, request, FLAGS.timeout)
     with fileio.atomic_path(FLAGS.output) as temporary, open(temporary, "wb") as handle:
         np.save(handle, image)
     print(f"{image.shape[0]} slices reconstructed {tuple(image.shape[1:])} -> {FLAGS.output}")

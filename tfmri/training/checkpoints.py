@@ -45,7 +45,7 @@ def _by_position(variables):
 
 
 def trackables(model, state=None) -> dict:
-    """What a checkpoint of ``model`` (a Pix2Pix) holds, as tf.train.Checkpoint kwargs."""
+    """What a checkpoint of ``model`` (a ReconstructionModel) holds, as tf.train.Checkpoint kwargs."""
     objects = {"generator": _by_position(model.generator.variables)}
     if model.discriminator is not None:
         objects["discriminator"] = _by_position(model.discriminator.variables)
@@ -135,11 +135,11 @@ def restore_weights(model, checkpoint_path):
 
 
 def load_model(model_dir, checkpoint_path=None):
-    """(Pix2Pix rebuilt from ``model_dir``'s model.json with the weights of the checkpoint,
+    """(ReconstructionModel rebuilt from ``model_dir``'s model.json with the weights of the checkpoint,
     the checkpoint path); by default the newest checkpoint in ``model_dir``."""
     from tfmri.models import pix2pix
 
-    model = pix2pix.Pix2Pix.from_config(read_model_config(model_dir))
+    model = pix2pix.ReconstructionModel.from_config(read_model_config(model_dir))
     return model, restore_weights(model, checkpoint_path or model_dir)
 
 

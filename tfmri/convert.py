@@ -1,6 +1,6 @@
 """Converts fastMRI HDF5 volumes to sharded TFRecords, one example per slice.
 
-  python tools/convert_fastmri.py --input_dir=data/synthetic --output_dir=data/tfrecords
+  python -m tfmri.convert --input_dir=data/synthetic --output_dir=data/tfrecords
 
 Resumable: rerun the same command after an interruption and it finishes the job,
 keeping the shards that are complete. See tfmri/data/convert.py for the layout.
@@ -14,24 +14,15 @@ from tfmri.errors import UserError
 cli.quiet_tensorflow(load=False)
 
 from tfmri.data import convert, schema  # noqa: E402
+from tfmri.flagdefs import common  # noqa: E402, F401 - --input_dir, --output_dir, --on_error
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string(
-    "input_dir", None, "fastMRI data: a directory of .h5 files or of split sub-directories."
-)
-flags.DEFINE_string("output_dir", None, "Where to write the shards and manifest.json.")
 flags.DEFINE_integer("num_shards", 4, "Shards per split (at most one per volume).", lower_bound=1)
 flags.DEFINE_integer(
     "num_workers", 2, "Worker processes writing shards in parallel.", lower_bound=1
 )
 flags.DEFINE_enum("compression", "NONE", list(convert.COMPRESSIONS), "TFRecord compression.")
-flags.DEFINE_enum(
-    "on_error",
-    "fail",
-    list(convert.ON_ERROR),
-    "fail: stop at the first bad file; skip: leave bad files out and list them in the manifest.",
-)
 flags.DEFINE_enum(
     "layout",
     "hybrid",
@@ -45,13 +36,18 @@ flags.DEFINE_boolean(
     "Remove the conversion --output_dir holds (shards, manifest) before converting; "
     "without it a rerun on the same input resumes, and another input is refused.",
 )
-flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 
 @cli.user_errors_to_exit
 def main(argv):
     if len(argv) > 1:
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
+    for name, what in (
+        ("input_dir", "the fastMRI .h5 files"),
+        ("output_dir", "where the shards go"),
+    ):
+        if not FLAGS[name].value:
+            raise UserError(f"--{name} is required: {what}")
     options = convert.ConvertOptions(
         FLAGS.num_shards, FLAGS.num_workers, FLAGS.compression, FLAGS.on_error, FLAGS.layout
     )

@@ -1,0 +1,1 @@
+"""The last stage: fastMRI metrics, volume assembly, figures, evaluation and the comparison report."""

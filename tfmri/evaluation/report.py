@@ -1,0 +1,555 @@
+"""The comparison report of ``python -m tfmri.report``: zero-filled, CS-TV and trained
+models, at each acceleration (:func:`report` of a :class:`ReportConfig`).
+
+  python -m tfmri.report --flagfile=configs/report_demo.cfg
+  python -m tfmri.report --flagfile=configs/demo.cfg --center_fractions=0.08,0.04 \\
+      --accelerations=4,8 --methods=zero_filled,cs_tv,unet,pix2pix \\
+      --checkpoints=runs/demo/unet,runs/demo/pix2pix,runs/demo/unet_4x,runs/demo/pix2pix_4x \\
+      --report_dir=runs/demo/report
+
+Each (centre fraction, acceleration) pair of ``--center_fractions`` / ``--accelerations``
+is one setting: the validation split is undersampled with the fixed per-volume masks of
+that setting only (the masks ``tfmri.evaluate`` uses), and every method reconstructs
+the same slices from them. A trained method's checkpoint is evaluated at the
+acceleration it was trained at (read from the ``flags.cfg`` of its run); its method is
+what its ``model.json`` says (``unet`` without a discriminator, else ``pix2pix``).
+
+Writes to ``--report_dir``: ``report.md`` (NMSE, PSNR, SSIM per volume, mean and
+standard deviation, and seconds per slice, per setting and method), ``report.json``
+(the same, per-volume rows included), ``examples_<A>x.png`` (the middle slice of the
+first volumes by every method, with 5 x error maps) and ``training_curves.png``
+(``D_real``, ``D_fake``, ``G_GAN``, ``G_L1`` and the validation metrics of each run, read
+from its TensorBoard event files).
+
+Seconds per slice are the time spent in the method per slice in steady state (the
+first batch, which traces and compiles, is run once more untimed first); the input
+pipeline (reading, FFT, zero-filled image) is shared by all methods and not counted.
+"""
+
+import dataclasses
+import glob
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfmri import fileio, run_config
+from tfmri.baselines import cs_tv
+from tfmri.data import masks, pipeline
+from tfmri.errors import UserError
+from tfmri.evaluation import metrics, volumes
+from tfmri.progress import ProgressBar
+from tfmri.training import checkpoints
+
+METHODS = ("zero_filled", "cs_tv", "unet", "pix2pix")
+LEARNED = ("unet", "pix2pix")
+TUNE_SLICES = 2  # middle slices per volume on which --cs_lambda=auto scores each lambda
+CURVES = (
+    ("train", "D_real"),
+    ("train", "D_fake"),
+    ("train", "G_GAN"),
+    ("train", "G_L1"),
+    ("val", "nmse"),
+    ("val", "psnr"),
+    ("val", "ssim"),
+)
+
+
+class Run:
+    """A trained checkpoint: its method, the mask it was trained with, its model."""
+
+    def __init__(self, path):
+        self.path = path
+        self.model_dir = path if os.path.isdir(path) else os.path.dirname(path)
+        if not os.path.isdir(self.model_dir):
+            raise UserError(f"--checkpoints: {path} is neither a run directory nor a ckpt-N")
+        saved = run_config.RunConfig.load(self.model_dir)
+        if saved is None:
+            raise UserError(
+                f"{os.path.join(self.model_dir, run_config.RUN_CONFIG_FILE)}: missing; is "
+                f"{self.model_dir} the --model_dir of a training run?"
+            )
+        self.method = "unet" if saved.model.discriminator == "none" else "pix2pix"
+        accelerations = saved.mask.accelerations
+        if len(accelerations) != 1:
+            raise UserError(
+                f"--checkpoints: {path} was trained with --accelerations="
+                f"{','.join(map(str, accelerations))}; the report compares runs trained at one "
+                "acceleration each"
+            )
+        self.acceleration = accelerations[0]
+        self.label = f"{self.method} {self.acceleration}x ({self.model_dir})"
+
+    def load(self):
+        model, self.checkpoint = checkpoints.load_model(self.model_dir, self.path)
+        return model
+
+
+def settings(mask_type, fractions, accelerations):
+    """[(acceleration, MaskSpec)] of the centre fraction / acceleration pairs (as typed)."""
+    if len(fractions) != len(accelerations):
+        raise UserError(
+            f"--center_fractions={','.join(fractions)} --accelerations={','.join(accelerations)}: "
+            "give one centre fraction per acceleration"
+        )
+    pairs = []
+    for fraction, acceleration in zip(fractions, accelerations):
+        try:
+            spec = masks.parse_spec(mask_type, [fraction], [acceleration])
+        except ValueError as error:
+            raise UserError(f"--center_fractions/--accelerations: {error}") from None
+        pairs.append((spec.accelerations[0], spec))
+    return pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Data a report scores: the main data, or the check set."""
+
+    label: str  # "main" or "check"
+    data_dir: str
+    split: str
+    tune_split: str
+    flags: tuple  # (data dir flag, split flag, tuning split flag): named in errors
+    num_volumes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """What a report compares, on which data, and how."""
+
+    methods: tuple
+    checkpoints: tuple  # run directories or ckpt-N prefixes of the learned methods
+    settings: tuple  # ((acceleration, MaskSpec), ...)
+    sources: tuple  # (Source, ...): the main data, then the check set if any
+    crop_size: int
+    batch_size: int
+    cs_lambda: str  # a number, or "auto"
+    cs_iterations: int
+    cs_tune_volumes: int
+    num_example_volumes: int
+    mask_type: str
+
+    @property
+    def cs_auto(self) -> bool:
+        return cs_tv.parse_lambda(self.cs_lambda) == cs_tv.AUTO
+
+
+def _checked_source(source, cs_auto):
+    """The source with its volume count, after checking its directory and splits."""
+    data_flag, split_flag, tune_flag = source.flags
+    if not source.data_dir or not os.path.isdir(source.data_dir):
+        raise UserError(f"{data_flag}={source.data_dir}: no such directory (converted TFRecords)")
+    if cs_auto:
+        if source.tune_split == source.split:
+            raise UserError(
+                f"{tune_flag}={source.tune_split}: lambda would be chosen on the slices it is "
+                "scored on; give another split (a training split, or scans kept aside for tuning)"
+            )
+        try:
+            pipeline.split_info(source.data_dir, source.tune_split)
+        except UserError as error:
+            raise UserError(
+                f"--cs_lambda=auto tunes on {tune_flag}={source.tune_split}: {error}; give "
+                f"{tune_flag}=<a split with targets> or a number, e.g. "
+                f"--cs_lambda={cs_tv.DEFAULT_LAMBDA}"
+            ) from None
+    try:
+        _, entry, _ = pipeline.split_info(source.data_dir, source.split)
+    except UserError as error:
+        raise UserError(f"{split_flag}={source.split}: {error}") from None
+    return dataclasses.replace(source, num_volumes=entry.statistics.num_volumes)
+
+
+def check(config: ReportConfig):
+    """Checks the data and runs before any work; returns (runs, [Source] with counts)."""
+    cs_auto = config.cs_auto and "cs_tv" in config.methods
+    checked = [_checked_source(source, cs_auto) for source in config.sources]
+    runs = [Run(path) for path in config.checkpoints]
+    wanted = {acceleration for acceleration, _ in config.settings}
+    for run in runs:
+        if run.method not in config.methods:
+            raise UserError(
+                f"--checkpoints: {run.path} is a {run.method} run, not in --methods="
+                f"{','.join(config.methods)}"
+            )
+        if run.acceleration not in wanted:
+            now = ",".join(str(acceleration) for acceleration in sorted(wanted))
+            raise UserError(
+                f"--checkpoints: {run.path} was trained at {run.acceleration}x; add it to "
+                f"--accelerations (now {now}) or leave the run out"
+            )
+    for method in (m for m in config.methods if m in LEARNED):
+        if not any(run.method == method for run in runs):
+            raise UserError(
+                f"--methods has {method} but --checkpoints has no {method} run; train one "
+                "(tfmri.train) and add its --model_dir, or leave it out of --methods"
+            )
+    return runs, checked
+
+
+def tuning_slices(config, source, spec):
+    """[(measured, mask, target)] of the middle TUNE_SLICES slices of each of the first
+    --cs_tune_volumes volumes of the tuning split, masked as evaluation masks them."""
+    options = pipeline.PipelineOptions(
+        spec, batch_size=1, crop_size=config.crop_size, measured=True
+    )
+    dataset = pipeline.make_dataset(source.data_dir, source.tune_split, options, training=False)
+    volumes = {}
+    for inputs, _ in dataset:
+        name = inputs["volume"].numpy()[0].decode()
+        if name not in volumes and len(volumes) == config.cs_tune_volumes:
+            break
+        volumes.setdefault(name, []).append(inputs)
+    groups = []
+    for slices in volumes.values():
+        start = max(len(slices) // 2 - TUNE_SLICES // 2, 0)
+        chosen = slices[start : start + TUNE_SLICES]
+        groups.append(
+            tuple(
+                tf.concat([inputs[key] for inputs in chosen], axis=0)
+                for key in ("measured", "mask", "target_image")
+            )
+        )
+    return groups
+
+
+def cs_lambda_for(config, source, spec):
+    """(lambda, {candidate: mean NMSE, SSIM} or None) of one setting: --cs_lambda, or chosen."""
+    regularization = cs_tv.parse_lambda(config.cs_lambda)
+    if regularization != cs_tv.AUTO:
+        return regularization, None
+    best, scores = cs_tv.choose_lambda(
+        tuning_slices(config, source, spec), config.cs_iterations, config.crop_size
+    )
+    return best, scores
+
+
+def _dataset(config, source, spec, measured=False, data_consistency=False):
+    options = pipeline.PipelineOptions(
+        spec,
+        batch_size=config.batch_size,
+        crop_size=config.crop_size,
+        data_consistency=data_consistency,
+        measured=measured,
+    )
+    return pipeline.make_dataset(source.data_dir, source.split, options, training=False)
+
+
+def cs_predictor(options, crop_size):
+    """predict(inputs) -> CS-TV reconstructions [B, S, S] from the measured hybrid data."""
+    return lambda inputs: cs_tv.reconstruct_hybrid_xla(
+        inputs["measured"], inputs["mask"], options, crop_size
+    )
+
+
+def _zero_filled_of(inputs):
+    return inputs["zero_filled_image"]
+
+
+def evaluate_method(name, predict, dataset, rows, examples, bar, methods):
+    """Appends the method's per-volume rows (zero-filled's too, if in ``methods``, when
+    ``name`` is the first pass, ``zero_filled`` or ``cs_tv``); returns its seconds per slice."""
+    timer = volumes.Timer(predict)
+    for volume, zero_filled, image, target in volumes.reconstruct_volumes(timer, dataset):
+        middle = len(target) // 2
+        shown = examples.setdefault(volume, {"target": target[middle]})
+        if name in ("zero_filled", "cs_tv"):
+            if "zero_filled" in methods:
+                rows.append(
+                    {"volume": volume, "method": "zero_filled"}
+                    | metrics.volume_metrics(target, zero_filled)
+                )
+            shown["zero_filled"] = zero_filled[middle]
+        if name != "zero_filled":
+            rows.append({"volume": volume, "method": name} | metrics.volume_metrics(target, image))
+            shown[name] = image[middle]
+        bar.update()
+    return timer.seconds_per_slice if name != "zero_filled" else None
+
+
+def evaluate_setting(config, source, acceleration, spec, runs, bar):
+    """(rows, {method: seconds per slice}, examples, CS-TV lambda or None, its tuning
+    scores or None) of one acceleration."""
+    splits = [source.split] + [source.tune_split] * ("cs_tv" in config.methods)
+    with pipeline.naming_damaged_records(source.data_dir, *splits):
+        return _evaluate_setting(config, source, acceleration, spec, runs, bar)
+
+
+def _evaluate_setting(config, source, acceleration, spec, runs, bar):
+    rows, seconds, examples = [], {}, {}
+    regularization, tuning = None, None
+    methods = config.methods
+    # The first pass gives zero-filled (every method's input) and, if asked, CS-TV.
+    if "cs_tv" in methods:
+        regularization, tuning = cs_lambda_for(config, source, spec)
+        options = cs_tv.CsTvOptions(regularization, config.cs_iterations)
+        predict = cs_predictor(options, config.crop_size)
+        dataset = _dataset(config, source, spec, measured=True)
+        seconds["cs_tv"] = evaluate_method("cs_tv", predict, dataset, rows, examples, bar, methods)
+    else:
+        dataset = _dataset(config, source, spec)
+        evaluate_method("zero_filled", _zero_filled_of, dataset, rows, examples, bar, methods)
+    for run in (r for r in runs if r.acceleration == acceleration):
+        model = run.load()
+        dataset = _dataset(config, source, spec, data_consistency=model.config.data_consistency)
+        seconds[run.method] = evaluate_method(
+            run.method, volumes.model_predictor(model), dataset, rows, examples, bar, methods
+        )
+    order = {method: index for index, method in enumerate(METHODS)}
+    rows.sort(key=lambda row: order[row["method"]])
+    return rows, seconds, examples, regularization, tuning
+
+
+def _methods_present(summary):
+    return [method for method in METHODS if method in summary]
+
+
+def _lambda_source(config, source):
+    if not config.cs_auto:
+        return f"{float(config.cs_lambda):g}"
+    return (
+        f"chosen at each acceleration (best SSIM within 10 % of the best NMSE) on the "
+        f"middle {TUNE_SLICES} slices of up to {config.cs_tune_volumes} volumes of "
+        f"`{source.tune_split}`"
+    )
+
+
+def _data_line(config, source):
+    return (
+        f"Data: `{source.data_dir}`, split `{source.split}` ({source.num_volumes} volumes), "
+        f"{config.mask_type} masks fixed per volume. CS-TV lambda "
+        f"{_lambda_source(config, source)}."
+    )
+
+
+def markdown(config, results, runs, checked) -> str:
+    """report.md: one table per acceleration, like the seed project's; the check set's
+    tables in a section of their own."""
+    main, *check = checked
+    lines = [
+        "# tfmri comparison report",
+        "",
+        _data_line(config, main),
+        "fastMRI metrics per volume (NMSE, PSNR, SSIM), mean +/- standard deviation over the "
+        f"volumes. CS-TV: {config.cs_iterations} iterations. Seconds per "
+        "slice: time in the method in steady state (after a warm-up call), on "
+        f"{os.cpu_count()} CPU cores; zero-filled is the shared input.",
+        "",
+    ]
+    for result in results:
+        summary = result["summary"]
+        if result["data"] == "check" and result is next(r for r in results if r["data"] == "check"):
+            lines += [
+                "# Check set",
+                "",
+                "The same methods and checkpoints on data none of them was trained or tuned "
+                "on (the real-anatomy set: `python -m tfmri.real_anatomy`).",
+                _data_line(config, check[0]),
+                "",
+            ]
+        prefix = "check set, " if result["data"] == "check" else ""
+        lines += [
+            f"## {prefix}{result['acceleration']}x (centre fraction {result['center_fraction']:g})",
+            "",
+            "| method | NMSE | PSNR | SSIM | s / slice |",
+            "|---|---|---|---|---|",
+        ]
+        for method in _methods_present(summary):
+            cells = [
+                f"{summary[method][m]['mean']:.4f} +/- {summary[method][m]['std']:.4f}"
+                for m in metrics.NAMES
+            ]
+            seconds = result["seconds_per_slice"].get(method)
+            cells.append("-" if seconds is None else f"{seconds:.3f}")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        for method in (m for m in METHODS if m in config.methods and m not in summary):
+            lines.append(f"| {method} | no run trained at {result['acceleration']}x | | | |")
+        tuning = result["cs_tv"]["tuning"]
+        if tuning:
+            scores = ", ".join(
+                f"{float(k):g}: {v['nmse']:.4f}/{v['ssim']:.4f}" for k, v in tuning.items()
+            )
+            lines += [
+                "",
+                f"CS-TV lambda {result['cs_tv']['lambda']:g}: the best SSIM of the lambdas "
+                "within 10 % of the best NMSE on the tuning slices; (lambda: NMSE/SSIM) "
+                f"{scores}.",
+                "",
+            ]
+        lines += [f"![examples]({os.path.basename(result['figure'])})", ""]
+    if runs:
+        lines += ["## Checkpoints", ""]
+        lines += [f"- {run.method} at {run.acceleration}x: `{run.checkpoint}`" for run in runs]
+        lines += ["", "![training curves](training_curves.png)", ""]
+    return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def _save(figure, path):
+    with fileio.atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=80)
+
+
+def examples_figure(examples, acceleration, path, count):
+    """Rows of the first ``count`` volumes' middle slices, columns target and every
+    method, each with a 5 x error map below."""
+    pyplot = _pyplot()
+    shown = list(examples)[: max(count, 1)]
+    columns = ["target"] + [m for m in METHODS if m in examples[shown[0]]]
+    figure, axes = pyplot.subplots(
+        2 * len(shown),
+        len(columns),
+        figsize=(2.2 * len(columns), 4.4 * len(shown)),
+        squeeze=False,
+    )
+    for row, volume in enumerate(shown):
+        images = examples[volume]
+        target = images["target"]
+        scale = float(target.max()) or 1.0
+        for column, name in enumerate(columns):
+            image_axis, error_axis = axes[2 * row, column], axes[2 * row + 1, column]
+            image_axis.imshow(images[name], cmap="gray", vmin=0, vmax=scale)
+            error_axis.imshow(np.abs(images[name] - target), cmap="gray", vmin=0, vmax=scale / 5)
+            image_axis.set_title(name if row == 0 else "", fontsize=9)
+            if column == 0:
+                image_axis.set_ylabel(volume, fontsize=8)
+                error_axis.set_ylabel("5 x |error|", fontsize=8)
+            for axis in (image_axis, error_axis):
+                axis.set_xticks([])
+                axis.set_yticks([])
+    figure.suptitle(f"{acceleration}x, middle slices", fontsize=10)
+    figure.tight_layout()
+    _save(figure, path)
+    pyplot.close(figure)
+
+
+def read_curves(model_dir) -> dict:
+    """{(writer, tag): (epochs, values)} of a run's per-epoch TensorBoard scalars."""
+    curves = {}
+    for writer, tag in CURVES:
+        points = {}
+        for path in sorted(glob.glob(os.path.join(model_dir, "logs", writer, "events.out.*"))):
+            for record in tf.data.TFRecordDataset(path):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                for value in event.summary.value:
+                    if value.tag == f"epoch/{tag}":
+                        points[event.step] = float(tf.make_ndarray(value.tensor))
+        if points:
+            steps = sorted(points)
+            curves[(writer, tag)] = (steps, [points[step] for step in steps])
+    return curves
+
+
+def curves_figure(runs, path):
+    """One panel per curve of CURVES, one line per run; empty panels say so."""
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(2, 4, figsize=(16, 7))
+    axes = axes.ravel()
+    curves = {run.label: read_curves(run.model_dir) for run in runs}
+    colours = {label: f"C{index}" for index, label in enumerate(curves)}
+    for axis, (writer, tag) in zip(axes, CURVES):
+        for label, run_curves in curves.items():
+            if (writer, tag) in run_curves:
+                axis.plot(*run_curves[(writer, tag)], marker=".", color=colours[label])
+        axis.set_title(f"{tag} ({'validation' if writer == 'val' else 'training'})")
+        axis.set_xlabel("epoch")
+        if not axis.lines:
+            axis.text(0.5, 0.5, "not logged", ha="center", transform=axis.transAxes)
+    axes[-1].axis("off")
+    for label, colour in colours.items():
+        axes[-1].plot([], [], marker=".", color=colour, label=label)
+    axes[-1].legend(loc="center", fontsize=9, title="runs")
+    figure.tight_layout()
+    _save(figure, path)
+    pyplot.close(figure)
+    return {label: {f"{w}/{t}": v for (w, t), v in c.items()} for label, c in curves.items()}
+
+
+def _setting_result(config, source, acceleration, spec, runs, bar, output_dir):
+    """report.json's entry for one data source and setting (and its example figure)."""
+    start = time.perf_counter()
+    rows, seconds, examples, regularization, tuning = evaluate_setting(
+        config, source, acceleration, spec, runs, bar
+    )
+    prefix = "check_" if source.label == "check" else ""
+    figure = os.path.join(output_dir, f"{prefix}examples_{acceleration}x.png")
+    if config.num_example_volumes:
+        examples_figure(examples, acceleration, figure, config.num_example_volumes)
+    return {
+        "data": source.label,
+        "acceleration": acceleration,
+        "center_fraction": spec.center_fractions[0],
+        "mask_type": spec.mask_type,
+        "summary": metrics.summarize(rows),
+        "seconds_per_slice": seconds,
+        "cs_tv": {
+            "lambda": regularization,
+            "tuning": None if tuning is None else {str(k): v for k, v in tuning.items()},
+        },
+        "wall_seconds": time.perf_counter() - start,
+        "figure": figure,
+        "volumes": rows,
+    }
+
+
+def _document(config, checked, runs, results, curves):
+    """report.json: the data, methods and checkpoints compared, and the results."""
+    auto = config.cs_auto
+    main, *check = checked
+    return {
+        "data_dir": main.data_dir,
+        "split": main.split,
+        "num_volumes": main.num_volumes,
+        "check": None
+        if not check
+        else {
+            "data_dir": check[0].data_dir,
+            "split": check[0].split,
+            "num_volumes": check[0].num_volumes,
+            "tune_split": check[0].tune_split if auto else None,
+        },
+        "methods": [m for m in METHODS if m in config.methods],
+        "cs_tv": {
+            "lambda": config.cs_lambda,
+            "iterations": config.cs_iterations,
+            "tune_split": main.tune_split if auto else None,
+        },
+        "checkpoints": [
+            {"method": r.method, "acceleration": r.acceleration, "checkpoint": r.checkpoint}
+            for r in runs
+        ],
+        "results": results,
+        "training_curves": curves,
+    }
+
+
+def report(config: ReportConfig, output_dir):
+    """Evaluates everything ``config`` asks for; writes the report to ``output_dir``;
+    returns its JSON."""
+    runs, checked = check(config)
+    pairs = config.settings
+    passes = sum(1 + sum(run.acceleration == a for run in runs) for a, _ in pairs)
+    bar = ProgressBar(passes * sum(source.num_volumes for source in checked), "volume passes")
+    results = [
+        _setting_result(config, source, acceleration, spec, runs, bar, output_dir)
+        for source in checked
+        for acceleration, spec in pairs
+    ]
+    bar.close()
+    curves = curves_figure(runs, os.path.join(output_dir, "training_curves.png")) if runs else {}
+    document = _document(config, checked, runs, results, curves)
+    fileio.write_json(os.path.join(output_dir, "report.json"), document)
+    fileio.write_text(
+        os.path.join(output_dir, "report.md"), markdown(config, results, runs, checked)
+    )
+    return document

@@ -1,0 +1,21 @@
+"""The flags of the data tfmri writes itself: the synthetic volumes and the check set."""
+
+from absl import flags
+
+from tfmri.data import synthetic
+
+flags.DEFINE_integer("num_volumes", 10, "Synthetic volumes in all, dealt to the splits.")
+flags.DEFINE_integer(
+    "num_slices",
+    None,
+    "Slices per volume (default: 12 for synthetic volumes, 6 for the check set; real knee "
+    "volumes have ~35).",
+)
+flags.DEFINE_integer("data_seed", 0, "Seed of the data; the same seed writes the same files.")
+flags.DEFINE_enum(
+    "data_source",
+    "natural",
+    list(synthetic.SOURCES),
+    "Synthetic data: 'natural' (photographs made MR-like, tfmri/data/natural.py), which "
+    "teaches reconstruction that carries over to real anatomy, or 'knee' (the knee phantom).",
+)

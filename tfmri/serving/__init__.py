@@ -1,0 +1,1 @@
+"""Serving: the SavedModel export, the TF Serving client logic and batch reconstruction."""

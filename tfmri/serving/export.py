@@ -1,0 +1,160 @@
+"""The SavedModel export of ``python -m tfmri.export``, which TensorFlow Serving loads.
+
+:func:`export` writes ``<export_dir>/<model_name>/<version>/`` (integer versions, TF Serving's
+layout; the next free version by default, never an existing one), first under a
+temporary name, renamed when complete. Two signatures, float32 in and out, any batch
+size, images in the original intensity scale (the normalisation is inside):
+
+* ``serving_default``: ``kspace_real``, ``kspace_imag`` [B, H, W] (undersampled
+  single-coil k-space as two real tensors: TF Serving's REST API carries no complex
+  numbers) and ``mask`` [B, W] (1 where a column was sampled) ->
+  ``reconstruction`` [B, S, S] (S the crop size, 320 for knee).
+* ``zero_filled``: ``image`` [B, S, S] (a zero-filled magnitude image) ->
+  ``reconstruction`` [B, S, S]. Not offered for data-consistency models, which need
+  the k-space.
+
+Non-finite values in a request fail it with a message naming the input.
+"""
+
+import os
+import re
+import shutil
+
+import keras
+import tensorflow as tf
+
+from tfmri import fileio, runlock
+from tfmri.data import pipeline, transforms
+from tfmri.errors import UserError
+from tfmri.models import pix2pix
+from tfmri.training import checkpoints
+
+
+def _per_slice_statistics(images):
+    """(mean, std) [B] of each image of [B, S, S], as the pipeline normalises a slice."""
+    mean, std = tf.map_fn(
+        transforms.instance_statistics, images, fn_output_signature=(tf.float32, tf.float32)
+    )
+    return mean, std
+
+
+class Reconstructor(tf.Module):
+    """The exported computation around a trained ReconstructionModel (its generator and options)."""
+
+    def __init__(self, model: pix2pix.ReconstructionModel, crop_size: int):
+        super().__init__(name="reconstructor")
+        self.model = model
+        self.crop_size = crop_size
+
+    def _reconstruct(self, zero_filled, measured=None, mask=None):
+        """float32 [B, S, S] zero-filled magnitude -> [B, S, S] reconstruction, same scale."""
+        mean, std = _per_slice_statistics(zero_filled)
+        inputs = {
+            "zero_filled": transforms.normalize(
+                zero_filled, mean[:, None, None], std[:, None, None]
+            )[..., None],
+            "mean": mean,
+            "std": std,
+        }
+        if measured is not None:
+            inputs["measured"], inputs["mask"] = measured, mask
+        output = self.model(inputs, training=False)
+        return transforms.denormalize_per_slice(output[..., 0], mean, std)
+
+    def from_kspace(self, kspace_real, kspace_imag, mask):
+        for name, value in (("kspace_real", kspace_real), ("kspace_imag", kspace_imag)):
+            tf.debugging.assert_all_finite(value, f"{name} holds NaN or infinite values")
+        tf.debugging.assert_equal(
+            tf.shape(kspace_real), tf.shape(kspace_imag), "kspace_real and kspace_imag differ"
+        )
+        tf.debugging.assert_equal(
+            tf.shape(mask)[-1], tf.shape(kspace_real)[-1], "mask width != k-space width"
+        )
+        size = self.crop_size
+        shape = tf.shape(kspace_real)
+        tf.debugging.assert_greater_equal(
+            tf.minimum(shape[-2], shape[-1]),
+            size,
+            f"k-space is smaller than the crop: the model reconstructs {size} x {size}",
+        )
+        kspace = tf.complex(kspace_real, kspace_imag)
+
+        zero_filled, measured = tf.map_fn(
+            lambda args: pipeline.zero_filled_and_measured(*args, size),
+            (kspace, mask),
+            fn_output_signature=(tf.float32, tf.complex64),
+        )
+        if self.model.config.data_consistency:
+            image = self._reconstruct(zero_filled, measured, mask)
+        else:
+            image = self._reconstruct(zero_filled)
+        return tf.ensure_shape(image, [None, size, size])  # static in the signature
+
+    def from_zero_filled(self, image):
+        tf.debugging.assert_all_finite(image, "image holds NaN or infinite values")
+        return self._reconstruct(image)
+
+
+def _build(model, size):
+    """Runs the model once: Keras exports only built models."""
+    inputs = {
+        "zero_filled": tf.zeros([1, size, size, 1]),
+        "mean": tf.zeros([1]),
+        "std": tf.ones([1]),
+    }
+    if model.config.data_consistency:
+        inputs["measured"] = tf.zeros([1, size, size], tf.complex64)
+        inputs["mask"] = tf.ones([1, size])
+    model(inputs, training=False)
+
+
+def next_version(model_root) -> int:
+    if not os.path.isdir(model_root):
+        return 1
+    versions = [int(name) for name in os.listdir(model_root) if re.fullmatch(r"\d+", name)]
+    return max(versions, default=0) + 1
+
+
+def export(model_dir, checkpoint, export_dir, model_name, version=None):
+    """Writes the SavedModel; returns (its directory, the checkpoint exported)."""
+    model, checkpoint = checkpoints.load_model(model_dir, checkpoint)
+    model_root = os.path.join(export_dir, model_name)
+    # Held while a version is chosen and written: two exports never pick the same one.
+    with runlock.hold(model_root, "an export", "--export_dir"):
+        return _export(model, checkpoint, model_root, version)
+
+
+def _export(model, checkpoint, model_root, version):
+    version = next_version(model_root) if version is None else version
+    target = os.path.join(model_root, str(version))
+    if os.path.exists(target):
+        raise UserError(f"{target}: exists; versions are never overwritten, pick another --version")
+    size = model.config.image_size
+    _build(model, size)
+    reconstructor = Reconstructor(model, size)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        lambda kspace_real, kspace_imag, mask: {
+            "reconstruction": reconstructor.from_kspace(kspace_real, kspace_imag, mask)
+        },
+        input_signature=[
+            tf.TensorSpec([None, None, None], tf.float32, name="kspace_real"),
+            tf.TensorSpec([None, None, None], tf.float32, name="kspace_imag"),
+            tf.TensorSpec([None, None], tf.float32, name="mask"),
+        ],
+    )
+    if not model.config.data_consistency:
+        archive.add_endpoint(
+            "zero_filled",
+            lambda image: {"reconstruction": reconstructor.from_zero_filled(image)},
+            input_signature=[tf.TensorSpec([None, size, size], tf.float32, name="image")],
+        )
+    temporary = fileio.temporary_name(target)
+    try:
+        archive.write_out(temporary, verbose=False)
+        os.replace(temporary, target)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return target, checkpoint

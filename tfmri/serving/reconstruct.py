@@ -1,0 +1,120 @@
+"""Batch reconstruction of ``python -m tfmri.reconstruct``: every fastMRI volume of a
+directory through an exported model's ``serving_default`` signature.
+
+:func:`run` writes one HDF5 file per volume, under the volume's name, holding ``reconstruction``
+float32 [slices, 320, 320]: the format fastMRI's leaderboard takes. Test files use
+their own mask (their k-space is already undersampled); fully sampled files are
+undersampled with the volume's fixed fastMRI mask of --mask_type,
+--center_fractions and --accelerations. Each output is written under a temporary
+name and renamed when complete; a rerun skips the volumes already done. Bad files
+are named with the reason: ``--on_error=fail`` stops, ``skip`` goes on and lists them.
+"""
+
+import os
+
+import h5py
+import numpy as np
+import tensorflow as tf
+
+from tfmri import fileio, runlock
+from tfmri.data import fastmri_files, masks
+from tfmri.errors import UserError
+from tfmri.progress import ProgressBar
+from tfmri.serving import client
+
+RECONSTRUCTION = "reconstruction"
+
+
+def load_model(path):
+    """The ``serving_default`` signature of an exported model version."""
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        parent = os.path.dirname(os.path.normpath(path))
+        versions = (
+            sorted(v for v in os.listdir(parent) if v.isdigit()) if os.path.isdir(parent) else []
+        )
+        present = f"versions present: {', '.join(versions)}" if versions else "export one first"
+        raise UserError(f"--saved_model={path}: no SavedModel there ({present})")
+    return tf.saved_model.load(path).signatures[client.SIGNATURE]
+
+
+def reconstruct_volume(signature, kspace, mask, batch_size):
+    """float32 [slices, S, S] of undersampled complex [slices, H, W] k-space and its mask."""
+    parts = []
+    for start in range(0, len(kspace), batch_size):
+        inputs = client.split_kspace(kspace[start : start + batch_size], mask)
+        outputs = signature(**{name: tf.constant(value) for name, value in inputs.items()})
+        parts.append(outputs["reconstruction"].numpy())
+    return np.concatenate(parts)
+
+
+def write_reconstruction(path, image):
+    with fileio.atomic_path(path) as temporary:
+        with h5py.File(temporary, "w") as handle:
+            handle.create_dataset(RECONSTRUCTION, data=image.astype(np.float32))
+
+
+def crop_size_of(signature):
+    """The side of the square the model reconstructs (its output's static shape; None
+    for exports made before tfmri recorded it there)."""
+    return signature.structured_outputs["reconstruction"].shape[-1]
+
+
+def _check_fits(path, kspace, crop_size):
+    height, width = kspace.shape[-2:]
+    if crop_size is not None and min(height, width) < crop_size:
+        raise fastmri_files.FastMRIFileError(
+            path,
+            f"k-space {height} x {width} is smaller than the model's {crop_size} x {crop_size} "
+            "crop",
+            "reconstruct it with a model trained on a smaller --crop_size",
+        )
+
+
+def run(model, input_dir, output_dir, spec, batch_size=8, on_error="fail"):
+    """Reconstructs the directory; returns (written, kept, skipped) volume names.
+
+    Holds ``output_dir`` (:mod:`tfmri.runlock`) while it writes there.
+    """
+    signature = load_model(model)
+    paths = fastmri_files.list_volumes(input_dir)
+    with runlock.hold(output_dir, "a batch reconstruction", "--output_dir"):
+        return _run(signature, paths, output_dir, spec, batch_size, on_error)
+
+
+def _run(signature, paths, output_dir, spec, batch_size, on_error):
+    crop_size = crop_size_of(signature)
+    written, kept, skipped = [], [], []
+    bar = ProgressBar(len(paths), "volumes")
+    for path in paths:
+        name = os.path.basename(path)
+        target = os.path.join(output_dir, name)
+        if os.path.exists(target):
+            kept.append(name)
+            bar.update()
+            continue
+        try:
+            volume = fastmri_files.read_volume(path)
+            if volume.is_multicoil:
+                raise fastmri_files.FastMRIFileError(
+                    path, "multi-coil; the exported models take single-coil k-space"
+                )
+            _check_fits(path, volume.kspace, crop_size)
+            mask = volume.mask
+            if mask is None:
+                mask = masks.fixed_volume_mask(spec, name, volume.kspace.shape[-1])
+            try:
+                image = reconstruct_volume(signature, volume.kspace * mask, mask, batch_size)
+            except tf.errors.InvalidArgumentError as error:
+                problem = str(error).strip().splitlines()[0]
+                raise fastmri_files.FastMRIFileError(
+                    path, f"the model refused its k-space ({problem})"
+                ) from None
+        except fastmri_files.FastMRIFileError as error:
+            fastmri_files.on_bad_file(error, on_error, skipped)
+            bar.update()
+            continue
+        write_reconstruction(target, image)
+        written.append(name)
+        bar.update()
+    bar.close()
+    return written, kept, skipped

@@ -1,0 +1,1 @@
+"""Training: the resumable epoch loop, its callbacks and its checkpoints."""
