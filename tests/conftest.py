@@ -56,9 +56,19 @@ def run_app(module, *args):
     finally:
         flags.FLAGS.unparse_flags()
         os.chdir(cwd)
+        import keras
+
+        keras.mixed_precision.set_global_policy("float32")  # --precision is process-wide
     return subprocess.CompletedProcess(
         [module, *args], status, stdout.getvalue(), stderr.getvalue()
     )
+
+
+def run_module(*args, timeout=None):
+    """:func:`run_tool`'s call for a ``"-m", "tfmri.<app>", ...`` command line, run in
+    this process by :func:`run_app` (``timeout`` is accepted and ignored)."""
+    assert args[0] == "-m", args
+    return run_app(args[1], *args[2:])
 
 
 def kill_after_checkpoint(args, model_dir, min_step, timeout=240):
@@ -117,11 +127,9 @@ def exported(singlecoil_records, tmp_path_factory):
     common = [f"--data_dir={singlecoil_records}", f"--model_dir={model_dir}"]
     tiny = ["--depth=3", "--base_filters=4", "--d_base_filters=4", "--norm=instance"]
     tiny += ["--d_norm=instance", "--dropout=0", "--batch_size=2", "--epochs=1"]
-    result = run_tool("-m", "tfmri.train", *common, *tiny, "--epochs_decay=0")
+    result = run_app("tfmri.train", *common, *tiny, "--epochs_decay=0")
     assert result.returncode == 0, result.stderr[-3000:]
     export_dir = str(root / "savedmodel")
-    result = run_tool(
-        "-m", "tfmri.export", *common, "--model_name=knee", f"--export_dir={export_dir}"
-    )
+    result = run_app("tfmri.export", *common, "--model_name=knee", f"--export_dir={export_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     return model_dir, export_dir, common

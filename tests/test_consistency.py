@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_tool
+from tests.conftest import run_module
 from tfmri.data import masks, pipeline, transforms
 from tfmri.models import consistency
 
@@ -81,10 +81,10 @@ def test_training_and_evaluation_with_data_consistency(singlecoil_records, tmp_p
     common = [f"--data_dir={singlecoil_records}", f"--model_dir={model_dir}"]
     tiny = ["--depth=3", "--base_filters=4", "--d_base_filters=4", "--norm=instance"]
     tiny += ["--d_norm=instance", "--dropout=0", "--batch_size=2", "--data_consistency"]
-    result = run_tool("-m", "tfmri.train", *common, *tiny, "--epochs=1", "--epochs_decay=0")
+    result = run_module("-m", "tfmri.train", *common, *tiny, "--epochs=1", "--epochs_decay=0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.load(open(os.path.join(model_dir, "model.json")))["config"]["data_consistency"]
-    result = run_tool("-m", "tfmri.evaluate", f"--flagfile={model_dir}/flags.cfg")
+    result = run_module("-m", "tfmri.evaluate", f"--flagfile={model_dir}/flags.cfg")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.load(open(os.path.join(model_dir, "eval", "metrics.json")))
     assert {row["method"] for row in report["volumes"]} == {"zero_filled", "pix2pix"}

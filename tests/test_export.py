@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, run_module, run_tool
 from tfmri.data import fastmri_files, masks, pipeline, transforms
 from tfmri.models import pix2pix
 from tfmri.training import checkpoints
@@ -20,11 +20,11 @@ SPEC = masks.MaskSpec("random", (0.04,), (8,))
 def test_layout_versions_and_no_overwrite(exported):
     model_dir, export_dir, common = exported
     assert os.path.exists(os.path.join(export_dir, "knee", "1", "saved_model.pb"))
-    again = run_tool(
+    again = run_module(
         "-m", "tfmri.export", *common, "--model_name=knee", f"--export_dir={export_dir}"
     )
     assert again.returncode == 0 and os.path.isdir(os.path.join(export_dir, "knee", "2"))
-    taken = run_tool(
+    taken = run_module(
         "-m",
         "tfmri.export",
         *common,

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from tests.conftest import run_tool
+from tests.conftest import run_module
 from tfmri.data import fastmri_files, masks
 from tfmri.serving import client
 
@@ -15,7 +15,7 @@ from tfmri.serving import client
 def _run(exported, input_dir, output_dir, *extra):
     _, export_dir, _ = exported
     model = os.path.join(export_dir, "knee", "1")
-    return run_tool(
+    return run_module(
         "-m",
         "tfmri.reconstruct",
         f"--saved_model={model}",
@@ -77,7 +77,7 @@ def test_bad_file_fails_or_is_skipped(exported, singlecoil_raw, tmp_path):
 
 def test_missing_version_directory(exported, singlecoil_raw, tmp_path):
     _, export_dir, _ = exported
-    result = run_tool(
+    result = run_module(
         "-m",
         "tfmri.reconstruct",
         f"--saved_model={os.path.join(export_dir, 'knee', '7')}",

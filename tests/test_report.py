@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_tool
+from tests.conftest import run_module
 from tests.test_train import TINY
 from tfmri.baselines import cs_tv
 from tfmri.data import fastmri_files, masks
@@ -18,7 +18,7 @@ CS_ITERATIONS = 20
 
 def _train(records, model_dir, *extra):
     args = ["-m", "tfmri.train", f"--data_dir={records}", f"--model_dir={model_dir}", *TINY]
-    result = run_tool(*args, "--epochs=1", "--epochs_decay=1", *extra)
+    result = run_module(*args, "--epochs=1", "--epochs_decay=1", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     return model_dir
 
@@ -57,7 +57,7 @@ def _report_args(records, runs, report_dir, *extra):
 @pytest.fixture(scope="module")
 def report(singlecoil_records, runs, tmp_path_factory):
     report_dir = str(tmp_path_factory.mktemp("report"))
-    result = run_tool(*_report_args(singlecoil_records, runs, report_dir), timeout=600)
+    result = run_module(*_report_args(singlecoil_records, runs, report_dir), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(os.path.join(report_dir, "report.json")) as handle:
         return report_dir, json.load(handle), result.stdout
@@ -77,7 +77,7 @@ def test_learned_numbers_equal_evaluate(report, runs, tmp_path, which, accelerat
     _, document, _ = report
     model_dir = runs[which]
     output_dir = str(tmp_path / "eval")
-    result = run_tool(
+    result = run_module(
         "-m", "tfmri.evaluate", f"--flagfile={model_dir}/flags.cfg", f"--output_dir={output_dir}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -165,7 +165,7 @@ def test_tables_timings_and_figures(report):
 )
 def test_bad_flags(singlecoil_records, runs, tmp_path, extra, message):
     report_dir = str(tmp_path / "report")
-    result = run_tool(*_report_args(singlecoil_records, runs, report_dir, *extra))
+    result = run_module(*_report_args(singlecoil_records, runs, report_dir, *extra))
     assert result.returncode == 1
     assert message in result.stderr.strip().splitlines()[-1]
     assert not os.path.exists(report_dir)
@@ -175,7 +175,7 @@ def test_learned_method_without_a_checkpoint(singlecoil_records, runs, tmp_path)
     report_dir = str(tmp_path / "report")
     args = _report_args(singlecoil_records, runs, report_dir, f"--checkpoints={runs[0]}")
     # The pix2pix run alone: --methods still asks for unet.
-    result = run_tool(*args)
+    result = run_module(*args)
     assert result.returncode == 1
     assert "no unet run" in result.stderr.strip().splitlines()[-1]
 
@@ -183,7 +183,7 @@ def test_learned_method_without_a_checkpoint(singlecoil_records, runs, tmp_path)
 def test_multicoil_zero_filled_and_cs_tv(multicoil_records, tmp_path):
     _, records = multicoil_records
     report_dir = str(tmp_path / "report")
-    result = run_tool(
+    result = run_module(
         "-m",
         "tfmri.report",
         f"--data_dir={records}",
@@ -210,7 +210,7 @@ def test_check_set_section_scores_its_own_data(singlecoil_records, tmp_path):
     """--check_data_dir: the same methods on a second data set, in a section of its own.
     Given the main data again, its numbers are the main section's."""
     report_dir = str(tmp_path / "report")
-    result = run_tool(
+    result = run_module(
         "-m",
         "tfmri.report",
         f"--data_dir={singlecoil_records}",
@@ -251,7 +251,7 @@ def test_check_set_section_scores_its_own_data(singlecoil_records, tmp_path):
 def test_bad_check_set_flags(singlecoil_records, tmp_path, extra, message):
     report_dir = str(tmp_path / "report")
     args = [f"--check_data_dir={singlecoil_records}", "--check_tune_split=singlecoil_train"]
-    result = run_tool(
+    result = run_module(
         "-m",
         "tfmri.report",
         f"--data_dir={singlecoil_records}",

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests import test_train
-from tests.conftest import ROOT, run_tool
+from tests.conftest import ROOT, run_module, run_tool
 from tfmri import fileio, runlock
 from tfmri.data import convert, fastmri_files, records, synthetic
 from tfmri.errors import UserError
@@ -33,10 +33,12 @@ TINY = test_train.TINY + [
 LAUNCHER = os.path.join(ROOT, "tools", "launch_local_cluster.py")
 
 
+def _train_args(records, model_dir, *extra):
+    return ["-m", "tfmri.train", f"--data_dir={records}", f"--model_dir={model_dir}", *TINY, *extra]
+
+
 def _train(records, model_dir, *extra):
-    return run_tool(
-        "-m", "tfmri.train", f"--data_dir={records}", f"--model_dir={model_dir}", *TINY, *extra
-    )
+    return run_module(*_train_args(records, model_dir, *extra))
 
 
 def _last_line(result):
@@ -69,7 +71,7 @@ def test_a_held_model_dir_refuses_a_second_training(singlecoil_records, tmp_path
     model_dir = str(tmp_path / "run")
     # This test's own process stands for the first run: alive, on this host.
     _write_lock(model_dir, os.getpid(), start_time=runlock._start_time(os.getpid()))
-    result = _train(singlecoil_records, model_dir)
+    result = run_tool(*_train_args(singlecoil_records, model_dir))  # another process
     assert result.returncode == 1
     line = _last_line(result)
     assert line.startswith(f"error: --model_dir={model_dir}: in use by training")
@@ -271,10 +273,10 @@ def test_reconstruct_names_a_file_narrower_than_the_crop(exported, singlecoil_ra
     )
     model = os.path.join(export_dir, "knee", "1")
     base = ["-m", "tfmri.reconstruct", f"--saved_model={model}", f"--input_dir={narrow}"]
-    result = run_tool(*base, f"--output_dir={tmp_path / 'out'}")
+    result = run_module(*base, f"--output_dir={tmp_path / 'out'}")
     assert result.returncode == 1
     assert _last_line(result).startswith(f"error: {path}: k-space 640 x 300 is smaller")
-    skipped = run_tool(*base, f"--output_dir={tmp_path / 'out2'}", "--on_error=skip")
+    skipped = run_module(*base, f"--output_dir={tmp_path / 'out2'}", "--on_error=skip")
     assert skipped.returncode == 0, skipped.stderr[-2000:]
     assert f"skipped {path}: k-space 640 x 300 is smaller" in skipped.stdout
 
@@ -347,8 +349,8 @@ def test_a_crop_the_unet_cannot_halve_names_crop_and_depth(singlecoil_records, t
         "error: --crop_size=100 with --depth=3: the U-Net halves the crop 3 times, so it "
         "must be a multiple of 8; use --crop_size=96 or --depth=2 or less"
     )
-    # 321: taller than the 320 recon rows the (hybrid) records hold, which is said first.
-    result = _train(singlecoil_records, model_dir, "--crop_size=321")
+    # 328 (a multiple of 8): taller than the 320 recon rows the (hybrid) records hold.
+    result = _train(singlecoil_records, model_dir, "--crop_size=328")
     assert result.returncode == 1
     assert "has recon heights (layout hybrid stores only those rows) of 320; use " in (
         _last_line(result)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import FIXTURES, run_tool
+from tests.conftest import FIXTURES, run_module
 from tests.test_transforms import numpy_ifft2c
 from tfmri.data import convert, fastmri_files, masks, pipeline
 from tfmri.evaluation import metrics
@@ -54,7 +54,7 @@ def test_fixture_is_beyond_the_clamp_and_masks_match(case):
 def test_report_zero_filled_equals_fastmri_on_bright_voxels(bright_records, tmp_path):
     _, records = bright_records
     report_dir = str(tmp_path / "report")
-    result = run_tool(
+    result = run_module(
         "-m",
         "tfmri.report",
         f"--data_dir={records}",

@@ -46,6 +46,7 @@ from tfmri import fileio  # noqa: E402
 from tfmri.data import anatomy, convert, synthetic  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.flagdefs import common  # noqa: E402, F401 - define flags
+from tfmri.flagdefs import synthetic as synthetic_flags  # noqa: E402, F401 - define flags
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -133,7 +133,7 @@ def main(argv):
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     config = report_config(FLAGS)
     runtime.configure()
-    document = report(config, FLAGS.report_dir)
+    document = report.report(config, FLAGS.report_dir)
     for result in document["results"]:
         data = document["check"] if result["data"] == "check" else document
         name = "check set " if result["data"] == "check" else ""

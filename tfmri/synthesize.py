@@ -20,6 +20,7 @@ cli.quiet_tensorflow(load=False)
 
 from tfmri.data import synthetic  # noqa: E402
 from tfmri.flagdefs import common  # noqa: E402, F401 - define flags
+from tfmri.flagdefs import synthetic as synthetic_flags  # noqa: E402, F401 - define flags
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
