@@ -10,7 +10,7 @@ Each (centre fraction, acceleration) pair of ``--center_fractions`` / ``--accele
 is one setting: the validation split is undersampled with the fixed per-volume masks of
 that setting only (the masks ``tfmri.evaluate`` uses), and every method reconstructs
 the same slices from them. A trained method's checkpoint is evaluated at the
-acceleration it was trained at (read from the ``flags.cfg`` of its run); its method is
+acceleration it was trained at (read from its run's ``run_config.json``); its method is
 what its ``model.json`` says (``unet`` without a discriminator, else ``pix2pix``).
 
 Writes to ``--report_dir``: ``report.md`` (NMSE, PSNR, SSIM per volume, mean and

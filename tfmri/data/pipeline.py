@@ -276,6 +276,18 @@ def _split(data_dir, split, options: PipelineOptions, training: bool) -> _Split:
     )
 
 
+def _prepare_split(split: _Split, features, mask, crop_size, scored):
+    return _prepare(
+        features,
+        mask,
+        crop_size,
+        split.has_target,
+        split.with_measured,
+        scored=scored,
+        layout=split.layout,
+    )
+
+
 def _training_slices(split: _Split, options: PipelineOptions, parallel):
     """Prepared training slices: this worker's shards, shuffled, a seeded mask per slice."""
     paths = split.paths
@@ -303,14 +315,7 @@ def _training_slices(split: _Split, options: PipelineOptions, parallel):
         width = tf.shape(features["kspace"])[-1]
         seed = record_mask_seed(options.seed, features["volume"], features["slice_index"])
         mask, _ = masks.sample_mask(options.mask, width, seed)
-        return _prepare(
-            features,
-            mask,
-            options.crop_size,
-            split.has_target,
-            split.with_measured,
-            layout=split.layout,
-        )
+        return _prepare_split(split, features, mask, options.crop_size, scored=False)
 
     # In order: with the seeded shuffles, an epoch's batches are a function of the seed
     # alone, so a resumed epoch sees the batches the killed one would have.
@@ -330,15 +335,7 @@ def _evaluation_slices(split: _Split, options: PipelineOptions, parallel):
         else:
             width = tf.shape(features["kspace"])[-1]
             mask = fixed_volume_mask(options.mask, features["volume"], width)
-        return _prepare(
-            features,
-            mask,
-            options.crop_size,
-            split.has_target,
-            split.with_measured,
-            scored=True,
-            layout=split.layout,
-        )
+        return _prepare_split(split, features, mask, options.crop_size, scored=True)
 
     return records.map(prepare, num_parallel_calls=parallel, deterministic=True)
 

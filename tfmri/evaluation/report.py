@@ -1,29 +1,14 @@
-"""The comparison report of ``python -m tfmri.report``: zero-filled, CS-TV and trained
-models, at each acceleration (:func:`report` of a :class:`ReportConfig`).
+"""The comparison report of ``python -m tfmri.report`` (its usage and the files it
+writes are in that module's docstring): zero-filled, CS-TV and trained models, at each
+acceleration, as :func:`report` of a :class:`ReportConfig`.
 
-  python -m tfmri.report --flagfile=configs/report_demo.cfg
-  python -m tfmri.report --flagfile=configs/demo.cfg --center_fractions=0.08,0.04 \\
-      --accelerations=4,8 --methods=zero_filled,cs_tv,unet,pix2pix \\
-      --checkpoints=runs/demo/unet,runs/demo/pix2pix,runs/demo/unet_4x,runs/demo/pix2pix_4x \\
-      --report_dir=runs/demo/report
-
-Each (centre fraction, acceleration) pair of ``--center_fractions`` / ``--accelerations``
-is one setting: the validation split is undersampled with the fixed per-volume masks of
-that setting only (the masks ``tfmri.evaluate`` uses), and every method reconstructs
-the same slices from them. A trained method's checkpoint is evaluated at the
-acceleration it was trained at (read from the ``flags.cfg`` of its run); its method is
-what its ``model.json`` says (``unet`` without a discriminator, else ``pix2pix``).
-
-Writes to ``--report_dir``: ``report.md`` (NMSE, PSNR, SSIM per volume, mean and
-standard deviation, and seconds per slice, per setting and method), ``report.json``
-(the same, per-volume rows included), ``examples_<A>x.png`` (the middle slice of the
-first volumes by every method, with 5 x error maps) and ``training_curves.png``
-(``D_real``, ``D_fake``, ``G_GAN``, ``G_L1`` and the validation metrics of each run, read
-from its TensorBoard event files).
-
-Seconds per slice are the time spent in the method per slice in steady state (the
-first batch, which traces and compiles, is run once more untimed first); the input
-pipeline (reading, FFT, zero-filled image) is shared by all methods and not counted.
+Each (centre fraction, acceleration) pair is one setting: the split is undersampled
+with the fixed per-volume masks of that setting only (those ``tfmri.evaluate`` uses),
+and every method reconstructs the same slices from them. A trained method's
+checkpoint is evaluated at the acceleration it was trained at (its run's
+``run_config.json``); its method is ``unet`` without a discriminator, else ``pix2pix``.
+Seconds per slice are the method's time in steady state (the first batch, which traces
+and compiles, runs once more untimed first); the shared input pipeline is not counted.
 """
 
 import dataclasses
