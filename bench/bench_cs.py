@@ -18,6 +18,7 @@ Prints NMSE / PSNR / SSIM (fastMRI's, per volume, then mean) and seconds per sli
 each, and the speed ratio. Both run on every core of the machine.
 """
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -62,8 +63,19 @@ SWEEP_LAMBDAS = (0.001, 0.002, 0.005, 0.01, 0.02)
 SWEEP_ITERATIONS = (50, 100, 200)
 
 
+@dataclasses.dataclass(frozen=True)
+class Slices:
+    """The middle slices of one volume, undersampled, with what they are scored against."""
+
+    name: str
+    kspace: np.ndarray  # complex64 [n, (C,) H, W], masked
+    mask: np.ndarray  # float32 [W]
+    target: np.ndarray  # float32 [n, h, w], at the volume's recon crop
+    crop: tuple  # (h, w): fastmri_files.recon_crop of the volume
+
+
 def load_slices(directory, max_volumes=None, slices_per_volume=None):
-    """[(name, masked k-space [n, ...], mask [W], target [n, 320, 320])] per volume."""
+    """[Slices] of the middle slices of each volume, each at its own recon crop."""
     max_volumes = max_volumes or FLAGS.max_volumes
     slices_per_volume = slices_per_volume or FLAGS.slices_per_volume
     spec = masks.parse_spec("random", [CENTER_FRACTIONS[FLAGS.acceleration]], [FLAGS.acceleration])
@@ -76,7 +88,9 @@ def load_slices(directory, max_volumes=None, slices_per_volume=None):
         chosen = slice(max(middle - half, 0), max(middle - half, 0) + slices_per_volume)
         mask = masks.fixed_volume_mask(spec, volume.name, volume.kspace.shape[-1])
         kspace = volume.kspace[chosen] * mask
-        volumes.append((volume.name, kspace.astype(np.complex64), mask, volume.target[chosen]))
+        target = fastmri_files.cropped_target(volume)[chosen]
+        crop = fastmri_files.recon_crop(volume)
+        volumes.append(Slices(volume.name, kspace.astype(np.complex64), mask, target, crop))
     if not volumes:
         raise UserError(f"{directory}: no .h5 volumes")
     return volumes
@@ -95,8 +109,9 @@ def _read_cfl(base):
     return np.fromfile(base + ".cfl", np.complex64).reshape(dims, order="F")
 
 
-def bart_reconstruct(kspace, workdir):
-    """BART pics of one slice's masked k-space [H, W] or [C, H, W] -> cropped magnitude."""
+def bart_reconstruct(kspace, crop, workdir):
+    """BART pics of one slice's masked k-space [H, W] or [C, H, W] -> magnitude cropped
+    to ``crop`` (h, w)."""
     coils = kspace if kspace.ndim == 3 else kspace[None]
     data = np.transpose(coils, (1, 2, 0))[None]  # BART: [1, H, W, coils]
     files = {name: os.path.join(workdir, name) for name in ("kspace", "maps", "image")}
@@ -107,38 +122,35 @@ def bart_reconstruct(kspace, workdir):
     command = [FLAGS.bart, "pics", "-d0", "-S", "-R", "T:7:0:0.01", "-i", "200"]
     subprocess.run(command + list(files.values()), check=True, capture_output=True)
     image = np.abs(_read_cfl(files["image"])).reshape(coils.shape[-2:])
-    return transforms.center_crop(image, 320, 320).numpy()
+    return transforms.center_crop(image, *crop).numpy()
 
 
 def tfmri_reconstruct(volumes, options):
     """Reconstructions per volume, steady-state seconds, compile seconds."""
 
-    def run(kspace, mask):
-        return cs_tv.reconstruct(kspace, mask, options)
+    def run(slices):
+        masks_ = tf.constant(np.tile(slices.mask, (len(slices.kspace), 1)), tf.float32)
+        return cs_tv.reconstruct(tf.constant(slices.kspace), masks_, options, slices.crop)
 
-    def inputs(kspace, mask):
-        return tf.constant(kspace), tf.constant(np.tile(mask, (len(kspace), 1)), tf.float32)
-
-    first_of_shape = {}  # one volume per k-space shape: XLA compiles once per shape
-    for _, kspace, mask, _ in volumes:
-        first_of_shape.setdefault((kspace.shape, len(mask)), (kspace, mask))
+    first_of_shape = {}  # one volume per k-space shape and crop: XLA compiles once each
+    for slices in volumes:
+        first_of_shape.setdefault((slices.kspace.shape, slices.crop), slices)
     start = time.perf_counter()
-    for kspace, mask in first_of_shape.values():
-        run(*inputs(kspace, mask)).numpy()
+    for slices in first_of_shape.values():
+        run(slices).numpy()
     compile_seconds = time.perf_counter() - start
     images, seconds = [], 0.0
-    for _, kspace, mask, _ in volumes:
-        args = inputs(kspace, mask)
+    for slices in volumes:
         start = time.perf_counter()
-        images.append(run(*args).numpy())
+        images.append(run(slices).numpy())
         seconds += time.perf_counter() - start
     return images, seconds, compile_seconds
 
 
 def _scores(volumes, images):
     rows = [
-        {"method": "m", **metrics.volume_metrics(target, image)}
-        for (_, _, _, target), image in zip(volumes, images)
+        {"method": "m", **metrics.volume_metrics(slices.target, image)}
+        for slices, image in zip(volumes, images)
     ]
     return metrics.summarize(rows)["m"]
 
@@ -158,10 +170,10 @@ def choose_lambda(data_dir):
             "split to choose lambda on, or a number, e.g. --cs_lambda=0.005"
         )
     groups = []
-    for _, kspace, mask, target in load_slices(directory, 4, 2):
-        masks_ = tf.constant(np.tile(mask, (len(kspace), 1)), tf.float32)
-        measured = cs_tv.measured_hybrid(tf.constant(kspace), masks_, 320)
-        groups.append((measured, masks_, target))
+    for slices in load_slices(directory, 4, 2):
+        masks_ = tf.constant(np.tile(slices.mask, (len(slices.kspace), 1)), tf.float32)
+        measured = cs_tv.measured_hybrid(tf.constant(slices.kspace), masks_, slices.crop[0])
+        groups.append((measured, masks_, slices.target))
     chosen, scores = cs_tv.choose_lambda(groups, FLAGS.cs_iterations)
     table = ", ".join(f"{k:g}: {v['nmse']:.4f}/{v['ssim']:.4f}" for k, v in scores.items())
     print(f"lambda {chosen:g} chosen on {FLAGS.tune_split} (lambda: NMSE/SSIM) {table}")
@@ -170,7 +182,7 @@ def choose_lambda(data_dir):
 
 def sweep(volumes):
     print(f"{'lambda':>8}{'iterations':>12}{'NMSE':>10}{'PSNR':>10}{'SSIM':>10}{'s/slice':>10}")
-    count = sum(len(kspace) for _, kspace, _, _ in volumes)
+    count = sum(len(slices.kspace) for slices in volumes)
     for regularization in SWEEP_LAMBDAS:
         for iterations in SWEEP_ITERATIONS:
             images, seconds, _ = tfmri_reconstruct(
@@ -199,10 +211,11 @@ def main(argv):
         if not os.path.isdir(directory):
             raise UserError(f"--data_dir/--split: {directory} is not a directory")
         volumes = load_slices(directory)
-        count = sum(len(kspace) for _, kspace, _, _ in volumes)
-        shape = "x".join(map(str, volumes[0][1].shape[1:]))
+        count = sum(len(slices.kspace) for slices in volumes)
+        shape = "x".join(map(str, volumes[0].kspace.shape[1:]))
+        crops = ", ".join(sorted({"x".join(map(str, slices.crop)) for slices in volumes}))
         print(
-            f"{count} slices of {len(volumes)} volumes ({FLAGS.split}, k-space {shape}), "
+            f"{count} slices of {len(volumes)} volumes ({FLAGS.split}, k-space {shape}, recon crop {crops}), "
             f"{FLAGS.acceleration}x random mask, {os.cpu_count()} cores",
             flush=True,
         )
@@ -216,11 +229,11 @@ def main(argv):
         images, seconds, compile_seconds = tfmri_reconstruct(volumes, options)
         zero_filled = [
             np.asarray(
-                (transforms.rss if kspace.ndim == 4 else tf.abs)(
-                    transforms.cropped_ifft2c(kspace, mask, 320, 320)
+                (transforms.rss if slices.kspace.ndim == 4 else tf.abs)(
+                    transforms.cropped_ifft2c(slices.kspace, slices.mask, *slices.crop)
                 )
             )
-            for _, kspace, mask, _ in volumes
+            for slices in volumes
         ]
         print(f"{'method':<28}{'NMSE':>10}{'PSNR':>10}{'SSIM':>10}{'s/slice':>12}")
         print(_line("zero-filled", _scores(volumes, zero_filled), 0.0))
@@ -235,8 +248,10 @@ def main(argv):
             print(f"BART: {FLAGS.bart!r} not found; install it (Debian: apt-get install bart)")
             return
         bart_images, start = [], time.perf_counter()
-        for _, kspace, _, _ in volumes:
-            bart_images.append(np.stack([bart_reconstruct(s, workdir) for s in kspace]))
+        for slices in volumes:
+            bart_images.append(
+                np.stack([bart_reconstruct(s, slices.crop, workdir) for s in slices.kspace])
+            )
         bart_per_slice = (time.perf_counter() - start) / count
         print(_line("BART pics T:7:0:0.01, 200 it", _scores(volumes, bart_images), bart_per_slice))
         print(f"tfmri CS-TV is {bart_per_slice / tfmri_per_slice:.1f} x faster per slice than BART")

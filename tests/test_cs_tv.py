@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfmri.baselines import cs_tv
-from tfmri.data import masks, synthetic
+from tfmri.data import fastmri_files, masks, synthetic
 from tfmri.evaluation import metrics
 
 SPEC_8X = masks.parse_spec("random", ["0.04"], ["8"])
@@ -202,3 +202,57 @@ def test_bad_lambda_is_refused(text):
 def test_lambda_parses_auto_and_numbers():
     assert cs_tv.parse_lambda("auto") == cs_tv.AUTO == cs_tv.parse_lambda(" AUTO ")
     assert cs_tv.parse_lambda("0.01") == 0.01
+
+
+def _brain_like_file(path, width, recon=160, height=230, coils=8, slices=2):
+    """A multi-coil file of the shape the issue reports from a real brain scan: k-space
+    8 x 230 x ``width``, recon size ``recon`` x ``recon`` in its header."""
+    u, v = np.meshgrid(np.linspace(-1, 1, width), np.linspace(-1, 1, height))
+    image = ((u / 0.45) ** 2 + (v / 0.6) ** 2 < 1).astype(np.float32)
+    image = image + 0.5 * ((((u - 0.1) / 0.15) ** 2 + ((v + 0.1) / 0.2) ** 2) < 1)
+    angles = np.arange(coils) * 2 * np.pi / coils
+    maps = np.stack(
+        [np.exp(-((u - 0.9 * np.cos(a)) ** 2 + (v - 0.9 * np.sin(a)) ** 2)) for a in angles]
+    ).astype(np.complex64)
+    kspace = np.stack([synthetic.fft2c(maps * image) for _ in range(slices)]).astype(np.complex64)
+    full = np.sqrt((np.abs(synthetic.ifft2c(kspace)) ** 2).sum(axis=1))
+    top, left = (height - recon) // 2, (width - recon) // 2
+    # A target at the recon size, as fastMRI stores it (zero where the k-space is narrower
+    # or shorter).
+    target = np.zeros((slices, recon, recon), np.float32)
+    rows, columns = min(recon, height), min(recon, width)
+    target[:, max(-top, 0) : max(-top, 0) + rows, max(-left, 0) : max(-left, 0) + columns] = full[
+        :, max(top, 0) : max(top, 0) + rows, max(left, 0) : max(left, 0) + columns
+    ]
+    header = fastmri_files.Header((height, width), (recon, recon), 0, width)
+    synthetic.write_volume(path, kspace, target, header, "AXFLAIR", "brain")
+
+
+@pytest.mark.parametrize("width, crop", [(180, (160, 160)), (150, (150, 150))])
+def test_runs_at_each_files_recon_size(tmp_path, width, crop):
+    # fastMRI's rule: the header's recon size, or W x W where the k-space is only W < the
+    # recon width columns wide (its narrow FLAIR brain volumes).
+    path = str(tmp_path / "file_brain.h5")
+    _brain_like_file(path, width)
+    volume = fastmri_files.read_volume(path)
+    assert fastmri_files.recon_crop(volume) == crop
+    target = fastmri_files.cropped_target(volume)
+    assert target.shape == (2, *crop)
+    kspace, mask = _masked(volume.kspace)
+    images = cs_tv.reconstruct(
+        kspace * tf.cast(mask[:, None, None, :], tf.complex64), mask, crop_size=crop
+    ).numpy()
+    assert images.shape == (2, *crop)
+    zero_filled = np.sqrt(
+        (np.abs(synthetic.ifft2c(volume.kspace * mask.numpy()[:, None, None, :])) ** 2).sum(axis=1)
+    )
+    top, left = (zero_filled.shape[-2] - crop[0]) // 2, (zero_filled.shape[-1] - crop[1]) // 2
+    zero_filled = zero_filled[:, top : top + crop[0], left : left + crop[1]]
+    assert metrics.nmse(target, images) < 0.7 * metrics.nmse(target, zero_filled)
+
+
+def test_a_file_with_fewer_rows_than_its_recon_size_is_refused(tmp_path):
+    path = str(tmp_path / "file_short.h5")
+    _brain_like_file(path, 180, recon=160, height=150)
+    with pytest.raises(fastmri_files.FastMRIFileError, match="fewer rows than the crop 160 x 160"):
+        fastmri_files.recon_crop(fastmri_files.read_volume(path))

@@ -277,18 +277,20 @@ def reconstruct(kspace, mask, options=CsTvOptions(), crop_size=320):
       kspace: complex64 [B, H, W] (single-coil) or [B, C, H, W] (multi-coil).
       mask: float32 [B, W], 1 where a column is sampled (unsampled columns are ignored).
       options: lambda and iterations.
-      crop_size: side of the square output.
+      crop_size: side of the square output, or (height, width) of the output (a file's
+        :func:`tfmri.data.fastmri_files.recon_crop`).
 
     Returns:
-      float32 [B, crop_size, crop_size].
+      float32 [B, height, width].
     """
+    height, width = (crop_size, crop_size) if np.ndim(crop_size) == 0 else crop_size
     kspace = tf.convert_to_tensor(kspace, tf.complex64)
     mask = tf.convert_to_tensor(mask, tf.float32)
-    measured = _measured_graph(kspace, mask, crop_size)
-    return reconstruct_hybrid_xla(measured, mask, options, crop_size)
+    measured = _measured_graph(kspace, mask, height)
+    return reconstruct_hybrid_xla(measured, mask, options, width)
 
 
-def choose_lambda(batches, iterations=DEFAULT_ITERATIONS, crop_size=320, grid=LAMBDA_GRID):
+def choose_lambda(batches, iterations=DEFAULT_ITERATIONS, crop_size=None, grid=LAMBDA_GRID):
     """The lambda of ``grid`` with the best SSIM of those within NMSE_SLACK of the best NMSE.
 
     ``--cs_lambda=auto``: the weight of TV against the data depends on the noise and the
@@ -300,10 +302,10 @@ def choose_lambda(batches, iterations=DEFAULT_ITERATIONS, crop_size=320, grid=LA
 
     Args:
       batches: [(measured complex64 [B, h, W] or [B, C, h, W], mask float32 [B, W],
-        target float32 [B, h, crop_size])], one group of slices of a volume each (scored
-        as a volume, by the fastMRI metrics).
+        target float32 [B, h, w])], one group of slices of a volume each (scored as a
+        volume, by the fastMRI metrics).
       iterations: CS-TV iterations, as the reconstructions that follow will run.
-      crop_size: the output's width.
+      crop_size: the output's width (default: each group's target width ``w``).
       grid: candidate lambdas.
 
     Returns:
@@ -317,8 +319,9 @@ def choose_lambda(batches, iterations=DEFAULT_ITERATIONS, crop_size=320, grid=LA
     for regularization in grid:
         values = []
         for measured, mask, target in batches:
+            width = crop_size or int(np.shape(target)[-1])
             images = _reconstruct_any_lambda(
-                measured, mask, tf.constant(regularization, tf.float32), iterations, crop_size
+                measured, mask, tf.constant(regularization, tf.float32), iterations, width
             )
             target, images = np.asarray(target), np.asarray(images)
             values.append((metrics.nmse(target, images), metrics.ssim(target, images)))

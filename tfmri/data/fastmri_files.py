@@ -235,6 +235,39 @@ def read_volume(path, check_finite=True) -> Volume:
     return Volume(path, kspace, target, mask, header, attrs)
 
 
+def recon_crop(volume: Volume) -> tuple[int, int]:
+    """(height, width) that reconstructions of ``volume`` are cropped to and scored at.
+
+    fastMRI's rule: the recon size of the file's header (its target's size), except
+    where the k-space is only ``W`` columns wide, fewer than the recon width (fastMRI's
+    narrow FLAIR brain volumes): then ``(W, W)``, and the target is cropped to it too.
+    A k-space with fewer rows than that height is refused (FastMRIFileError).
+    """
+    height, width = volume.header.recon_size
+    rows, columns = volume.kspace.shape[-2:]
+    if columns < width:
+        height = width = columns
+    if rows < height:
+        raise FastMRIFileError(
+            volume.path,
+            f"k-space {rows} x {columns} has fewer rows than the crop {height} x {width} "
+            "(its recon size)",
+            "check the header's reconSpace",
+        )
+    return height, width
+
+
+def cropped_target(volume: Volume):
+    """float32 [slices, h, w]: the target at :func:`recon_crop` (centre crop, fastMRI's
+    rounding), or None for test files."""
+    if volume.target is None:
+        return None
+    height, width = recon_crop(volume)
+    top = (volume.target.shape[-2] - height) // 2
+    left = (volume.target.shape[-1] - width) // 2
+    return volume.target[..., top : top + height, left : left + width]
+
+
 def _check_target(path, key, target, kspace, header):
     if not np.issubdtype(target.dtype, np.floating):
         raise FastMRIFileError(path, f"dataset {key!r} has dtype {target.dtype}, expected float32")
