@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfmri.baselines import cs_tv
-from tfmri.data import fastmri_files, masks, synthetic
+from tfmri.data import coils, fastmri_files, masks, synthetic
 from tfmri.evaluation import metrics
 
 SPEC_8X = masks.parse_spec("random", ["0.04"], ["8"])
@@ -68,7 +68,7 @@ def test_multicoil_operator_adjoint_and_norm(multicoil_raw):
     kspace, _ = _slices(multicoil_raw, "multicoil_val", 2)
     kspace, mask = _masked(kspace)
     measured = cs_tv.measured_hybrid(kspace, mask, 320)
-    maps = cs_tv.estimate_maps(measured, mask)
+    maps = coils.estimate_maps(measured, mask)
     power = tf.reduce_sum(tf.abs(maps) ** 2, axis=1)
     assert float(tf.reduce_max(power)) <= 1.0 + 1e-5
     operator = cs_tv._Operator(mask, maps)
@@ -85,7 +85,7 @@ def test_sampled_center_run_finds_the_fully_sampled_run():
     mask[[1, 3, 8, 9, 10, 11, 12, 16]] = 1  # centre run 8..12 around the middle (10)
     expected = np.zeros(20, np.float32)
     expected[8:13] = 1
-    np.testing.assert_array_equal(cs_tv.sampled_center_run(tf.constant(mask)), expected)
+    np.testing.assert_array_equal(coils.sampled_center_run(tf.constant(mask)), expected)
 
 
 def test_fully_sampled_gives_the_image_back(singlecoil_raw):

@@ -246,6 +246,7 @@ def flagfile(run: RunConfig) -> str:
     for group in ("data", "mask", "optimizer", "runtime", "model"):
         values.update(dataclasses.asdict(getattr(run, group)))
     values.pop("image_size")
+    values.pop("multicoil")  # what the training data are, not a flag
     discriminator = values.pop("discriminator")
     values["model"] = "unet" if discriminator == "none" else "pix2pix"
     if discriminator != "none":

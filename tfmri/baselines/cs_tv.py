@@ -37,6 +37,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from tfmri.data import coils as coil_maps
 from tfmri.data import transforms
 
 # Chosen on the synthetic validation split (bench/bench_cs.py --sweep; README): the
@@ -105,38 +106,6 @@ def total_variation(x):
     return tf.reduce_sum(magnitude, axis=[-2, -1])
 
 
-def sampled_center_run(mask):
-    """float32 [W]: 1 on the contiguous run of sampled columns around the middle, else 0."""
-    width = tf.shape(mask)[0]
-    middle = width // 2
-    sampled = tf.cast(mask > 0, tf.int32)
-    # Index of the first unsampled column going right from the middle, and going left.
-    right = tf.argmin(tf.concat([sampled[middle:], [0]], axis=0), output_type=tf.int32)
-    left = tf.argmin(
-        tf.concat([tf.reverse(sampled[:middle], [0]), [0]], axis=0), output_type=tf.int32
-    )
-    index = tf.range(width)
-    return tf.cast((index >= middle - left) & (index < middle + right), tf.float32)
-
-
-def estimate_maps(measured, mask, eps=1e-6):
-    """Coil sensitivities from the centre of k-space, in the hybrid rows.
-
-    Args:
-      measured: complex64 [B, C, h, W] measured hybrid data (zero where unsampled).
-      mask: float32 [B, W].
-      eps: floor of the root sum of squares, relative to its maximum per slice.
-
-    Returns:
-      complex64 [B, C, h, W] maps with sum over coils of |S|^2 <= 1 per pixel.
-    """
-    centre = tf.map_fn(sampled_center_run, mask)
-    low = transforms.columns_to_image(measured * tf.cast(centre[:, None, None, :], measured.dtype))
-    rss = tf.sqrt(tf.reduce_sum(tf.abs(low) ** 2, axis=1, keepdims=True))
-    floor = eps * tf.reduce_max(rss, axis=[1, 2, 3], keepdims=True)
-    return low / tf.cast(tf.maximum(rss, floor), low.dtype)
-
-
 class _Operator:
     """A = M F_cols S and its adjoint, for maps [B, C, h, W] (None: single-coil)."""
 
@@ -145,14 +114,14 @@ class _Operator:
         self.maps = maps
 
     def forward(self, x):  # [B, h, W] -> [B, C, h, W]
-        coils = x[:, None] if self.maps is None else self.maps * x[:, None]
+        coils = x[:, None] if self.maps is None else coil_maps.expand(x, self.maps)
         return self.mask * transforms.image_to_columns(coils)
 
     def adjoint(self, q):  # [B, C, h, W] -> [B, h, W]
         coils = transforms.columns_to_image(self.mask * q)
         if self.maps is None:
             return coils[:, 0]
-        return tf.reduce_sum(tf.math.conj(self.maps) * coils, axis=1)
+        return coil_maps.combine(coils, self.maps)
 
 
 def objective(operator, x, measured, regularization):
@@ -239,12 +208,12 @@ def reconstruct_hybrid(measured, mask, options=CsTvOptions(), crop_size=320, rec
 def _reconstruct(measured, mask, regularization, iterations, crop_size, record=False):
     """:func:`reconstruct_hybrid` with lambda a float or a float32 scalar tensor."""
     multicoil = measured.shape.rank == 4
-    coils = measured if multicoil else measured[:, None]
-    maps = estimate_maps(coils, mask) if multicoil else None
+    coil_data = measured if multicoil else measured[:, None]
+    maps = coil_maps.estimate_maps(coil_data, mask) if multicoil else None
     operator = _Operator(mask, maps)
-    zero_filled = tf.abs(operator.adjoint(coils))
+    zero_filled = tf.abs(operator.adjoint(coil_data))
     scale = tf.maximum(tf.reduce_max(zero_filled, axis=[1, 2]), 1e-30)  # [B]
-    scaled = coils / tf.cast(scale[:, None, None, None], coils.dtype)
+    scaled = coil_data / tf.cast(scale[:, None, None, None], coil_data.dtype)
     x, history = _solve(operator, scaled, regularization, iterations, record)
     image = tf.abs(transforms.crop_width(x, crop_size)) * scale[:, None, None]
     return (image, history) if record else image

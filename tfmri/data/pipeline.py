@@ -49,8 +49,9 @@ class PipelineOptions:
     # busy, the autotuner's work made a pix2pix step take 1.02 s instead of 0.70 s in
     # about half the runs on 2 cores (bench/bench_train.py).
     parallel_calls: int | None = None
-    # Also yield inputs["measured"] (complex64 [crop, W], the measured data in hybrid
-    # space) and inputs["mask"] (float32 [W]) for k-space data consistency; single-coil.
+    # Also yield inputs["measured"] (complex64 [crop, W], or [coils, crop, W] multi-coil:
+    # the measured data in hybrid space) and inputs["mask"] (float32 [W]) for k-space
+    # data consistency.
     data_consistency: bool = False
     # Yield "measured" and "mask" as for data consistency, without the model using them;
     # multi-coil too ([coils, crop, W]): the CS-TV baseline reconstructs from them.
@@ -258,11 +259,6 @@ def _split(data_dir, split, options: PipelineOptions, training: bool) -> _Split:
             f"{coils}); convert them into separate directories"
         )
     kspace_rank = 3 if coils[0] > 1 else 2
-    if options.data_consistency and kspace_rank == 3:
-        raise DataError(
-            f"{data_dir}: split {split!r} is multi-coil; data consistency supports "
-            "single-coil data only"
-        )
     return _Split(
         split,
         data_dir,

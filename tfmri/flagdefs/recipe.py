@@ -30,7 +30,9 @@ def data_config(values) -> run_config.DataConfig:
 
 def model_config(values) -> pix2pix.ModelConfig:
     """The networks and losses of the flags; the model sees the --crop_size crop."""
-    fields = _fields(pix2pix.ModelConfig, values, skip=("image_size", "discriminator"))
+    # The crop sets the image size, --model the discriminator, the training data multicoil.
+    skip = ("image_size", "discriminator", "multicoil")
+    fields = _fields(pix2pix.ModelConfig, values, skip=skip)
     discriminator = values.discriminator if values.model == "pix2pix" else "none"
     try:
         config = pix2pix.ModelConfig(

@@ -1,4 +1,4 @@
-"""k-space data consistency for magnitude reconstructions (single-coil).
+"""k-space data consistency for magnitude reconstructions, single-coil and multi-coil.
 
 The network predicts a normalised magnitude image of the ``S x S`` crop. Data
 consistency puts back what was measured: in hybrid space (readout transformed and
@@ -7,27 +7,22 @@ sampled columns of the prediction are replaced by the measured ones. The predict
 has no phase, so it borrows the zero-filled image's phase, and the columns outside
 the ``S``-wide crop come from the zero-filled image too. On the zero-filled input it
 is the identity; on anything else its sampled columns equal the measured data.
+Multi-coil: the prediction takes the phase of the zero-filled image combined with coil
+maps estimated from the fully sampled centre, is expanded to coil images with the same
+maps, and each coil's sampled columns are replaced by its measured ones; the result is
+combined with the maps again.
 """
 
 import tensorflow as tf
 
-from tfmri.data import transforms
+from tfmri.data import coils, transforms
 
 
-def consistent_hybrid(image, measured, mask):
-    """The hybrid data of ``image`` with the measured columns put back.
-
-    Args:
-      image: float32 [B, S, S], de-normalised magnitude prediction of the crop.
-      measured: complex64 [B, S, W], the measured hybrid data (zero where unsampled).
-      mask: float32 [B, W], 1 where a column was sampled.
-
-    Returns:
-      complex64 [B, S, W].
-    """
-    zero_filled = transforms.columns_to_image(measured)  # [B, S, W]
+def _with_phase(image, zero_filled):
+    """complex64 [B, S, W]: the magnitude ``image`` [B, S, S] with the phase of the
+    zero-filled complex image [B, S, W] in the crop, the zero-filled image outside it."""
     size = tf.shape(image)[-1]
-    left = transforms.width_crop_start(tf.shape(measured)[-1], size)
+    left = transforms.width_crop_start(tf.shape(zero_filled)[-1], size)
     inner = transforms.crop_width(zero_filled, size)
     magnitude = tf.abs(inner)
     phase = tf.where(
@@ -35,7 +30,7 @@ def consistent_hybrid(image, measured, mask):
         inner / tf.cast(tf.maximum(magnitude, 1e-30), inner.dtype),
         tf.ones_like(inner),
     )
-    estimate = tf.concat(
+    return tf.concat(
         [
             zero_filled[:, :, :left],
             # tf.complex, not tf.cast: the same value, and a gradient that takes the real
@@ -45,8 +40,31 @@ def consistent_hybrid(image, measured, mask):
         ],
         axis=-1,
     )
+
+
+def consistent_hybrid(image, measured, mask, maps=None):
+    """The hybrid data of ``image`` with the measured columns put back.
+
+    Args:
+      image: float32 [B, S, S], de-normalised magnitude prediction of the crop.
+      measured: complex64 [B, S, W] (single-coil) or [B, C, S, W] (multi-coil), the
+        measured hybrid data (zero where unsampled).
+      mask: float32 [B, W], 1 where a column was sampled.
+      maps: multi-coil only, complex64 [B, C, S, W] coil maps
+        (:func:`tfmri.data.coils.estimate_maps`): the prediction is expanded to coil
+        images with them, and the measured columns are put back coil by coil.
+
+    Returns:
+      complex64, the shape of ``measured``.
+    """
+    coil_images = transforms.columns_to_image(measured)
+    if maps is None:
+        estimate = _with_phase(image, coil_images)
+        sampled = tf.cast(mask[:, None, :], measured.dtype)
+    else:
+        estimate = coils.expand(_with_phase(image, coils.combine(coil_images, maps)), maps)
+        sampled = tf.cast(mask[:, None, None, :], measured.dtype)
     columns = transforms.image_to_columns(estimate)
-    sampled = tf.cast(mask[:, None, :], columns.dtype)
     return sampled * measured + (1 - sampled) * columns
 
 
@@ -54,13 +72,20 @@ def apply(normalized, inputs):
     """Data consistency of a normalised prediction [B, S, S, 1] -> normalised [B, S, S, 1].
 
     ``inputs`` holds ``mean``, ``std`` [B] (the normalisation), ``measured`` and
-    ``mask`` (see :func:`consistent_hybrid`). Not clamped: it is the model's output.
+    ``mask`` (see :func:`consistent_hybrid`); multi-coil ``measured`` ([B, C, S, W])
+    gets maps estimated from its fully sampled centre, and the coil images are combined
+    with them. Not clamped: it is the model's output.
     """
     mean = tf.reshape(inputs["mean"], [-1, 1, 1])
     std = tf.reshape(inputs["std"], [-1, 1, 1])
     image = transforms.denormalize(tf.cast(normalized[..., 0], tf.float32), mean, std)
-    hybrid = consistent_hybrid(image, inputs["measured"], inputs["mask"])
-    complex_image = transforms.crop_width(transforms.columns_to_image(hybrid), tf.shape(image)[-1])
+    measured, mask = inputs["measured"], inputs["mask"]
+    maps = coils.estimate_maps(measured, mask) if measured.shape.rank == 4 else None
+    hybrid = consistent_hybrid(image, measured, mask, maps)
+    complex_image = transforms.columns_to_image(hybrid)
+    if maps is not None:
+        complex_image = coils.combine(complex_image, maps)
+    complex_image = transforms.crop_width(complex_image, tf.shape(image)[-1])
     # sqrt(re^2 + im^2 + tiny): the gradient of |z| is undefined at 0.
     magnitude = tf.sqrt(
         tf.square(tf.math.real(complex_image)) + tf.square(tf.math.imag(complex_image)) + 1e-30

@@ -44,7 +44,8 @@ class ModelConfig:
     gan_mode: str = "vanilla"
     lambda_l1: float = 100.0
     ssim_weight: float = 0.0
-    data_consistency: bool = False  # put the measured k-space columns back (single-coil)
+    data_consistency: bool = False  # put the measured k-space columns back
+    multicoil: bool = False  # trained on multi-coil data: exported for [B, C, H, W] k-space
 
     def __post_init__(self):
         if self.discriminator not in DISCRIMINATORS:

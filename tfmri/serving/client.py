@@ -27,19 +27,22 @@ class RequestError(UserError, ValueError):
 
 
 def split_kspace(kspace, mask):
-    """complex [B, H, W] (or [H, W]) k-space and [W] or [B, W] mask -> the three inputs."""
+    """complex k-space [B, H, W] (or one slice [H, W]), or multi-coil [B, C, H, W], and a
+    [W] or [B, W] mask -> the three inputs of ``serving_default``."""
     kspace = np.asarray(kspace)
     if kspace.ndim == 2:
         kspace = kspace[None]
-    if kspace.ndim != 3 or not np.iscomplexobj(kspace):
+    if kspace.ndim not in (3, 4) or not np.iscomplexobj(kspace):
         raise RequestError(
-            f"k-space must be complex [B, H, W] or [H, W], got {kspace.dtype} {kspace.shape}"
+            "k-space must be complex [B, H, W], [H, W] or multi-coil [B, C, H, W], got "
+            f"{kspace.dtype} {kspace.shape}"
         )
     mask = np.asarray(mask, np.float32)
     if mask.ndim == 1:
         mask = np.tile(mask, (kspace.shape[0], 1))
     if mask.shape != (kspace.shape[0], kspace.shape[-1]):
-        raise RequestError(f"mask must be [W] or [B, W] = {kspace.shape[::2]}, got {mask.shape}")
+        expected = (kspace.shape[0], kspace.shape[-1])
+        raise RequestError(f"mask must be [W] or [B, W] = {expected}, got {mask.shape}")
     return {
         "kspace_real": np.ascontiguousarray(kspace.real, np.float32),
         "kspace_imag": np.ascontiguousarray(kspace.imag, np.float32),
@@ -48,7 +51,7 @@ def split_kspace(kspace, mask):
 
 
 def load_request(path, spec, slices=None):
-    """(undersampled complex k-space [B, H, W], mask [W] or [B, W]) of a file.
+    """(undersampled complex k-space [B, (C,) H, W], mask [W] or [B, W]) of a file.
 
     ``path``: a fastMRI .h5 file (a test file's own mask; otherwise the volume's fixed
     fastMRI mask of ``spec``) or a .npz with ``kspace`` and ``mask``. ``slices``:
@@ -61,8 +64,6 @@ def load_request(path, spec, slices=None):
         except (OSError, KeyError, ValueError) as error:
             raise UserError(f"{path}: needs arrays 'kspace' and 'mask' ({error})") from None
     volume = fastmri_files.read_volume(path)
-    if volume.is_multicoil:
-        raise UserError(f"{path}: multi-coil; the exported models take single-coil k-space")
     kspace = volume.kspace
     if slices:
         try:

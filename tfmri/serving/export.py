@@ -7,8 +7,9 @@ size, images in the original intensity scale (the normalisation is inside):
 
 * ``serving_default``: ``kspace_real``, ``kspace_imag`` [B, H, W] (undersampled
   single-coil k-space as two real tensors: TF Serving's REST API carries no complex
-  numbers) and ``mask`` [B, W] (1 where a column was sampled) ->
-  ``reconstruction`` [B, S, S] (S the crop size, 320 for knee).
+  numbers), or [B, C, H, W] with any coil count C for a model trained on multi-coil
+  data, and ``mask`` [B, W] (1 where a column was sampled) -> ``reconstruction``
+  [B, S, S] (S the crop size, 320 for knee; multi-coil: the RSS image's scale).
 * ``zero_filled``: ``image`` [B, S, S] (a zero-filled magnitude image) ->
   ``reconstruction`` [B, S, S]. Not offered for data-consistency models, which need
   the k-space.
@@ -103,7 +104,8 @@ def _build(model, size):
         "std": tf.ones([1]),
     }
     if model.config.data_consistency:
-        inputs["measured"] = tf.zeros([1, size, size], tf.complex64)
+        coils = [1] if model.config.multicoil else []
+        inputs["measured"] = tf.zeros([1, *coils, size, size], tf.complex64)
         inputs["mask"] = tf.ones([1, size])
     model(inputs, training=False)
 
@@ -134,14 +136,15 @@ def _export(model, checkpoint, model_root, version):
     reconstructor = Reconstructor(model, size)
     archive = keras.export.ExportArchive()
     archive.track(model)
+    kspace_shape = [None] * (4 if model.config.multicoil else 3)  # [B, (C,) H, W]
     archive.add_endpoint(
         "serving_default",
         lambda kspace_real, kspace_imag, mask: {
             "reconstruction": reconstructor.from_kspace(kspace_real, kspace_imag, mask)
         },
         input_signature=[
-            tf.TensorSpec([None, None, None], tf.float32, name="kspace_real"),
-            tf.TensorSpec([None, None, None], tf.float32, name="kspace_imag"),
+            tf.TensorSpec(kspace_shape, tf.float32, name="kspace_real"),
+            tf.TensorSpec(kspace_shape, tf.float32, name="kspace_imag"),
             tf.TensorSpec([None, None], tf.float32, name="mask"),
         ],
     )

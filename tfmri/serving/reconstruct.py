@@ -38,7 +38,7 @@ def load_model(path):
 
 
 def reconstruct_volume(signature, kspace, mask, batch_size):
-    """float32 [slices, S, S] of undersampled complex [slices, H, W] k-space and its mask."""
+    """float32 [slices, S, S] of undersampled complex [slices, (C,) H, W] k-space and its mask."""
     parts = []
     for start in range(0, len(kspace), batch_size):
         inputs = client.split_kspace(kspace[start : start + batch_size], mask)
@@ -51,6 +51,21 @@ def write_reconstruction(path, image):
     with fileio.atomic_path(path) as temporary:
         with h5py.File(temporary, "w") as handle:
             handle.create_dataset(RECONSTRUCTION, data=image.astype(np.float32))
+
+
+def takes_multicoil(signature) -> bool:
+    """Whether the signature's k-space is multi-coil [B, C, H, W]."""
+    return signature.structured_input_signature[1]["kspace_real"].shape.rank == 4
+
+
+def _check_kind(path, volume, multicoil):
+    if volume.is_multicoil != multicoil:
+        kinds = ("single-coil", "multi-coil")
+        raise fastmri_files.FastMRIFileError(
+            path,
+            f"{kinds[volume.is_multicoil]} k-space; the model takes {kinds[multicoil]} k-space",
+            f"reconstruct it with a model trained on {kinds[volume.is_multicoil]} data",
+        )
 
 
 def crop_size_of(signature):
@@ -83,6 +98,7 @@ def run(model, input_dir, output_dir, spec, batch_size=8, on_error="fail"):
 
 def _run(signature, paths, output_dir, spec, batch_size, on_error):
     crop_size = crop_size_of(signature)
+    multicoil = takes_multicoil(signature)
     written, kept, skipped = [], [], []
     bar = ProgressBar(len(paths), "volumes")
     for path in paths:
@@ -94,10 +110,7 @@ def _run(signature, paths, output_dir, spec, batch_size, on_error):
             continue
         try:
             volume = fastmri_files.read_volume(path)
-            if volume.is_multicoil:
-                raise fastmri_files.FastMRIFileError(
-                    path, "multi-coil; the exported models take single-coil k-space"
-                )
+            _check_kind(path, volume, multicoil)
             _check_fits(path, volume.kspace, crop_size)
             mask = volume.mask
             if mask is None:

@@ -56,6 +56,7 @@ class TrainingData:
     train_slices: int
     val_slices: int
     shard_slices: tuple  # slices of each training shard, in shard order
+    multicoil: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +82,17 @@ def check_data(data: run_config.DataConfig) -> TrainingData:
         )
     for split in (data.train_split, data.val_split):
         pipeline.check_crop(manifest, split, data.crop_size)
+    coils = {*train_entry.statistics.coils, *val_entry.statistics.coils}
+    if len(coils) > 1 and 1 in coils:
+        raise UserError(
+            f"--train_split={data.train_split} --val_split={data.val_split}: one is "
+            "single-coil and the other multi-coil; train and validate on one kind"
+        )
     return TrainingData(
-        sum(train_entry.shard_slices), val_entry.num_slices, tuple(train_entry.shard_slices)
+        sum(train_entry.shard_slices),
+        val_entry.num_slices,
+        tuple(train_entry.shard_slices),
+        multicoil=1 not in coils,
     )
 
 
@@ -389,6 +399,8 @@ def train(run: run_config.RunConfig) -> dict:
     directories) for its whole length: a second run into it stops at once.
     """
     data = check_data(run.data)
+    # What the data are is part of the model: an export takes the k-space it was trained on.
+    run = dataclasses.replace(run, model=dataclasses.replace(run.model, multicoil=data.multicoil))
     task = runtime.cluster_task() if run.runtime.strategy == "multi_worker" else runtime.Task()
     model_dir = run.runtime.model_dir
     with runlock.hold(own_dir(model_dir, task), "training", "--model_dir"):

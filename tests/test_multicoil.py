@@ -1,0 +1,115 @@
+"""Multi-coil end to end: training with data consistency, export, serving payloads and
+batch reconstruction of multi-coil files."""
+
+import glob
+import os
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import run_app
+from tfmri.data import fastmri_files, masks, pipeline, transforms
+from tfmri.models import pix2pix
+from tfmri.serving import client
+from tfmri.training import checkpoints
+
+SPEC = masks.MaskSpec("random", (0.04,), (8,))
+TINY = ["--depth=3", "--base_filters=4", "--d_base_filters=4", "--norm=instance"]
+TINY += ["--d_norm=instance", "--dropout=0", "--batch_size=1", "--data_consistency"]
+
+
+@pytest.fixture(scope="module")
+def multicoil_export(multicoil_records, tmp_path_factory):
+    """A tiny pix2pix with data consistency trained on multi-coil data, and its export:
+    (raw dir, records dir, model dir, SavedModel version dir)."""
+    raw, records = multicoil_records
+    root = tmp_path_factory.mktemp("multicoil")
+    model_dir = str(root / "run")
+    common = [f"--data_dir={records}", f"--model_dir={model_dir}"]
+    splits = ["--train_split=multicoil_train", "--val_split=multicoil_val"]
+    result = run_app("tfmri.train", *common, *splits, *TINY, "--epochs=1", "--epochs_decay=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    export_dir = str(root / "savedmodel")
+    result = run_app("tfmri.export", *common, "--model_name=brain", f"--export_dir={export_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return raw, records, model_dir, os.path.join(export_dir, "brain", "1")
+
+
+def _signature(saved_model):
+    return tf.saved_model.load(saved_model).signatures["serving_default"]
+
+
+def test_the_run_records_multicoil_and_the_export_takes_coils(multicoil_export):
+    _, _, model_dir, saved_model = multicoil_export
+    assert checkpoints.read_model_config(model_dir)["config"]["multicoil"] is True
+    specs = _signature(saved_model).structured_input_signature[1]
+    assert specs["kspace_real"].shape.rank == 4 and specs["mask"].shape.rank == 2
+
+
+def test_served_reconstruction_equals_the_keras_model(multicoil_export):
+    raw, records, model_dir, saved_model = multicoil_export
+    model = pix2pix.ReconstructionModel.from_config(checkpoints.read_model_config(model_dir))
+    checkpoints.restore_weights(model, model_dir)
+    options = pipeline.PipelineOptions(SPEC, batch_size=1, data_consistency=True)
+    inputs, _ = next(iter(pipeline.make_dataset(records, "multicoil_val", options, False)))
+    expected = transforms.denormalize(
+        model(inputs)[..., 0], inputs["mean"][:, None, None], inputs["std"][:, None, None]
+    ).numpy()
+    name = inputs["volume"].numpy()[0].decode()
+    volume = fastmri_files.read_volume(os.path.join(raw, "multicoil_val", name))
+    kspace = volume.kspace[inputs["slice_index"].numpy()]
+    mask = masks.fixed_volume_mask(SPEC, name, kspace.shape[-1])
+    request = client.split_kspace(kspace * mask, mask)
+    assert request["kspace_real"].shape == kspace.shape  # [B, C, H, W]
+    served = _signature(saved_model)(**{k: tf.constant(v) for k, v in request.items()})
+    served = served["reconstruction"].numpy()
+    assert served.shape == expected.shape == (1, 320, 320)
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    # Any coil count: the first two coils alone are a valid request too.
+    two = client.split_kspace((kspace * mask)[:, :2], mask)
+    answer = _signature(saved_model)(**{k: tf.constant(v) for k, v in two.items()})
+    assert answer["reconstruction"].shape == (1, 320, 320)
+    assert np.all(np.isfinite(answer["reconstruction"].numpy()))
+
+
+def test_rest_payload_of_a_multicoil_file_is_what_the_signature_takes(multicoil_export):
+    raw, _, _, _ = multicoil_export
+    path = sorted(glob.glob(os.path.join(raw, "multicoil_val", "*.h5")))[0]
+    kspace, mask = client.load_request(path, SPEC, "0:1")
+    inputs = client.split_kspace(kspace, mask)
+    decoded = client.decode_rest_payload(client.rest_payload(inputs))
+    assert decoded["kspace_real"].ndim == 4 and decoded["kspace_real"].shape[1] == 4
+    for key, value in inputs.items():
+        np.testing.assert_array_equal(decoded[key], value)
+
+
+def test_batch_reconstruction_of_multicoil_files(multicoil_export, tmp_path):
+    raw, _, _, saved_model = multicoil_export
+    output = tmp_path / "out"
+    args = [f"--saved_model={saved_model}", f"--output_dir={output}", "--batch_size=2"]
+    for split in ("multicoil_val", "multicoil_test"):  # test files carry their own mask
+        result = run_app("tfmri.reconstruct", *args, f"--input_dir={os.path.join(raw, split)}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        for path in glob.glob(os.path.join(raw, split, "*.h5")):
+            with h5py.File(os.path.join(output, os.path.basename(path))) as handle:
+                image = handle["reconstruction"][()]
+            assert image.shape == (fastmri_files.read_volume(path).num_slices, 320, 320)
+            assert image.dtype == np.float32 and np.all(np.isfinite(image))
+
+
+def test_a_single_coil_file_on_a_multicoil_model_is_one_line(
+    multicoil_export, singlecoil_raw, tmp_path
+):
+    _, _, _, saved_model = multicoil_export
+    result = run_app(
+        "tfmri.reconstruct",
+        f"--saved_model={saved_model}",
+        f"--input_dir={os.path.join(singlecoil_raw, 'singlecoil_val')}",
+        f"--output_dir={tmp_path / 'out'}",
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "single-coil k-space; the model takes multi-coil k-space" in last
+    assert not glob.glob(str(tmp_path / "out" / "*.h5"))
