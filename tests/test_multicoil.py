@@ -2,6 +2,7 @@
 batch reconstruction of multi-coil files."""
 
 import glob
+import json
 import os
 
 import h5py
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_app
+from tests.conftest import run_app, run_tool
 from tfmri.data import fastmri_files, masks, pipeline, transforms
 from tfmri.models import pix2pix
 from tfmri.serving import client
@@ -113,3 +114,71 @@ def test_a_single_coil_file_on_a_multicoil_model_is_one_line(
     last = result.stderr.strip().splitlines()[-1]
     assert "single-coil k-space; the model takes multi-coil k-space" in last
     assert not glob.glob(str(tmp_path / "out" / "*.h5"))
+
+
+def test_report_has_learned_multicoil_rows(multicoil_export, tmp_path):
+    _, records, model_dir, _ = multicoil_export
+    report_dir = tmp_path / "report"
+    result = run_app(
+        "tfmri.report",
+        f"--data_dir={records}",
+        "--val_split=multicoil_val",
+        "--methods=zero_filled,cs_tv,pix2pix",
+        f"--checkpoints={model_dir}",
+        "--cs_lambda=0.005",
+        "--cs_iterations=10",
+        "--center_fractions=0.04",
+        "--accelerations=8",
+        "--num_example_volumes=1",
+        f"--report_dir={report_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(report_dir / "report.json") as handle:
+        (setting,) = json.load(handle)["results"]
+    assert set(setting["summary"]) == {"zero_filled", "cs_tv", "pix2pix"}
+    for scores in setting["summary"].values():
+        assert all(np.isfinite(scores[name]["mean"]) for name in ("nmse", "psnr", "ssim"))
+
+
+def test_unet_trains_on_multicoil_data_with_consistency(multicoil_records, tmp_path):
+    _, records = multicoil_records
+    model_dir = str(tmp_path / "unet")
+    result = run_app(
+        "tfmri.train",
+        f"--data_dir={records}",
+        f"--model_dir={model_dir}",
+        "--train_split=multicoil_train",
+        "--val_split=multicoil_val",
+        "--model=unet",
+        *TINY,
+        "--epochs=1",
+        "--epochs_decay=0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = checkpoints.read_model_config(model_dir)["config"]
+    assert config["multicoil"] and config["discriminator"] == "none"
+
+
+def test_two_replicas_in_mixed_precision_on_multicoil_data(multicoil_records, tmp_path):
+    # MirroredStrategy over 2 CPU devices and bfloat16 change the process: a process of its own.
+    _, records = multicoil_records
+    model_dir = str(tmp_path / "mirrored")
+    result = run_tool(
+        "-m",
+        "tfmri.train",
+        f"--data_dir={records}",
+        f"--model_dir={model_dir}",
+        "--train_split=multicoil_train",
+        "--val_split=multicoil_val",
+        *TINY[:-2],
+        "--batch_size=2",
+        "--data_consistency",
+        "--strategy=mirrored",
+        "--num_cpu_devices=2",
+        "--precision=mixed_bfloat16",
+        "--epochs=1",
+        "--epochs_decay=0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replica(s)" in result.stdout
+    assert tf.train.latest_checkpoint(model_dir) is not None

@@ -79,7 +79,7 @@ def apply(normalized, inputs):
     mean = tf.reshape(inputs["mean"], [-1, 1, 1])
     std = tf.reshape(inputs["std"], [-1, 1, 1])
     image = transforms.denormalize(tf.cast(normalized[..., 0], tf.float32), mean, std)
-    measured, mask = inputs["measured"], inputs["mask"]
+    measured, mask = inputs["measured"], tf.cast(inputs["mask"], tf.float32)
     maps = coils.estimate_maps(measured, mask) if measured.shape.rank == 4 else None
     hybrid = consistent_hybrid(image, measured, mask, maps)
     complex_image = transforms.columns_to_image(hybrid)

@@ -136,6 +136,10 @@ class ReconstructionModel(keras.Model):
     """
 
     def __init__(self, config: ModelConfig | dict, **kwargs):
+        # Its inputs stay as given: in mixed precision Keras would cast the float inputs
+        # (mean, std, mask) to the compute dtype, and de-normalising or data consistency
+        # in bfloat16 loses digits; the networks cast their own inputs.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if isinstance(config, dict):
             config = ModelConfig(**config)
