@@ -1,10 +1,12 @@
 """The real-anatomy check set: the MNI152 template as valid fastMRI single-coil files."""
 
+import os
+
 import numpy as np
 import pytest
 
 from tests.test_transforms import numpy_ifft2c
-from tfmri.data import anatomy, convert, fastmri_files, pipeline
+from tfmri.data import anatomy, convert, fastmri_files, pipeline, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +73,30 @@ def test_tuning_volumes_share_no_slice_with_the_checks(volumes_per_plane, tune):
         assert len(checks) == volumes_per_plane * 6 and len(tuning) == tune
         for indices in tuning:
             assert not checks & set(indices) and 0 <= min(indices) and max(indices) < depth
+
+
+def test_multicoil_variant_sees_the_slices_through_coil_maps(tmp_path):
+    spec = anatomy.AnatomySpec(volumes_per_plane=1, num_slices=2, tune_volumes_per_plane=1, coils=4)
+    written = anatomy.generate(spec, str(tmp_path))
+    assert spec.splits == ("multicoil_val", "multicoil_tune")
+    assert sorted(os.listdir(tmp_path)) == ["multicoil_tune", "multicoil_val"]
+    assert len(written) == 6
+    volume = fastmri_files.read_volume(written[0])
+    assert volume.is_multicoil and volume.kspace.shape[:3] == (2, 4, 640)
+    # The target is the RSS of the cropped coil images of the fully sampled k-space.
+    coil_images = np.abs(synthetic.center_crop(synthetic.ifft2c(volume.kspace), 320))
+    np.testing.assert_allclose(
+        volume.target,
+        np.sqrt((coil_images**2).sum(axis=1)),
+        rtol=1e-4,
+        atol=1e-6 * volume.target.max(),
+    )
+    # The coils see different parts of the head: the centroids of their images differ.
+    weights = coil_images[0] ** 2  # [coils, 320, 320]
+    rows, columns = np.indices(weights.shape[1:])
+    centroids = np.stack(
+        [(weights * axis).sum(axis=(1, 2)) / weights.sum(axis=(1, 2)) for axis in (rows, columns)],
+        axis=1,
+    )
+    spread = np.linalg.norm(centroids[:, None] - centroids[None], axis=-1).max()
+    assert spread > 10, spread

@@ -1,4 +1,4 @@
-"""Writes the real-anatomy check set: the MNI152 T1 template as fastMRI single-coil files.
+"""Writes the real-anatomy check set: the MNI152 T1 template as fastMRI files.
 
   pip install -e ".[anatomy]"
   python -m tfmri.real_anatomy --output_dir=data/anatomy
@@ -7,7 +7,8 @@ Creates <output_dir>/singlecoil_val/mni152_t1_<plane>_<n>.h5 (6 volumes x 6 slic
 default) from the template nilearn ships in its package (no download), and
 <output_dir>/singlecoil_tune/ (3 volumes of other slices) on which --cs_lambda=auto
 chooses CS-TV's weight, as a user would on their own scans. Check results on it; never
-train or tune defaults on it (tfmri/data/anatomy.py says how it is made).
+train or tune defaults on it (tfmri/data/anatomy.py says how it is made). With
+--coils=K > 1 the set is multi-coil, in multicoil_val/ and multicoil_tune/.
 """
 
 from absl import flags
@@ -38,12 +39,15 @@ def main(argv):
         raise UserError("--output_dir is required: where singlecoil_val/ goes")
     if FLAGS.num_slices is not None and FLAGS.num_slices < 1:
         raise UserError(f"--num_slices={FLAGS.num_slices}: must be >= 1")
+    if FLAGS.coils < 1:
+        raise UserError(f"--coils={FLAGS.coils}: must be >= 1")
     spec = anatomy.AnatomySpec(
         FLAGS.volumes_per_plane,
         FLAGS.num_slices or DEFAULT_SLICES,
         noise=FLAGS.noise,
         seed=FLAGS.data_seed,
         tune_volumes_per_plane=FLAGS.tune_volumes_per_plane,
+        coils=FLAGS.coils,
     )
     try:
         template_shape = anatomy.load_template().shape
@@ -52,9 +56,7 @@ def main(argv):
     bar = ProgressBar(len(anatomy.volume_plan(template_shape, spec)), "volumes")
     written = anatomy.generate(spec, FLAGS.output_dir, lambda done, total: bar.update())
     bar.close()
-    splits = (
-        f"{anatomy.SPLIT}, {anatomy.TUNE_SPLIT}" if spec.tune_volumes_per_plane else anatomy.SPLIT
-    )
+    splits = ", ".join(spec.splits if spec.tune_volumes_per_plane else spec.splits[:1])
     print(f"wrote {len(written)} volumes to {FLAGS.output_dir} ({splits})")
 
 

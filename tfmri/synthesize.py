@@ -24,7 +24,6 @@ from tfmri.flagdefs import synthetic as synthetic_flags  # noqa: E402, F401 - de
 from tfmri.progress import ProgressBar  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("coils", 1, "1 for single-coil files, K > 1 for multi-coil.", lower_bound=1)
 flags.DEFINE_float("val_fraction", 0.2, "Fraction of the volumes in the validation split.")
 flags.DEFINE_float("test_fraction", 0.1, "Fraction of the volumes in the test split.")
 DEFAULT_SLICES = 12
@@ -36,7 +35,7 @@ def main(argv):
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if not FLAGS.output_dir:
         raise UserError("--output_dir is required: where the split sub-directories go")
-    for name in ("num_volumes", "num_slices"):
+    for name in ("num_volumes", "num_slices", "coils"):
         if FLAGS[name].value is not None and FLAGS[name].value < 1:
             raise UserError(f"--{name}={FLAGS[name].value}: must be >= 1")
     try:

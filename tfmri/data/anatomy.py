@@ -19,6 +19,10 @@ Next to the check volumes (``singlecoil_val``) it writes a few volumes of other
 slices (``singlecoil_tune``, disjoint from them): the "user's own data" on which
 ``--cs_lambda=auto`` chooses CS-TV's weight before the check set is scored, as a user
 would choose it on scans of their own. Neither split is ever trained on.
+
+With ``coils`` > 1 the set is multi-coil (``multicoil_val``, ``multicoil_tune``): each
+slice is seen through the synthetic generator's smooth coil maps, and the target is the
+root sum of squares of the cropped coil images, as fastMRI's ``reconstruction_rss``.
 """
 
 import dataclasses
@@ -45,6 +49,16 @@ class AnatomySpec:
     noise: float = 0.01  # k-space noise std over the image maximum (the pixel SNR)
     seed: int = 0
     tune_volumes_per_plane: int = 1  # volumes of TUNE_SPLIT, from other slices
+    coils: int = 1  # > 1: a multi-coil set, in multicoil_val and multicoil_tune
+
+    @property
+    def splits(self) -> tuple[str, str]:
+        """(check split, tuning split) of the set."""
+        if self.coils > 1:
+            return SPLIT.replace("singlecoil", "multicoil"), TUNE_SPLIT.replace(
+                "singlecoil", "multicoil"
+            )
+        return SPLIT, TUNE_SPLIT
 
 
 def load_template() -> np.ndarray:
@@ -88,11 +102,12 @@ def _smooth_phase(rng, height, width):
     return a + b * u + c * v + d * (u**2 + v**2)
 
 
-def make_volume(slices, rng, noise, width):
+def make_volume(slices, rng, noise, width, coils=1):
     """k-space and target of one volume of image slices [n, h, w] (h, w <= 320).
 
     Returns:
-      (complex64 kspace [n, 640, width], float32 target [n, 320, 320], Header).
+      (complex64 kspace [n, 640, width] or, multi-coil, [n, coils, 640, width], float32
+      target [n, 320, 320] (RSS of the coil images multi-coil), Header).
     """
     acquired = width - 2 * int(rng.integers(14, 20))
     padding_left = (width - acquired) // 2
@@ -104,6 +119,7 @@ def make_volume(slices, rng, noise, width):
     )
     scale = rng.uniform(1.5e-4, 6e-4) / max(float(slices.max()), 1e-12)
     phase = np.exp(1j * _smooth_phase(rng, synthetic.READOUT, width))
+    maps = synthetic.coil_sensitivities(rng, coils, width) if coils > 1 else None
     kspace_slices, target_slices = [], []
     height, image_width = slices.shape[1:]
     top = (synthetic.READOUT - height) // 2
@@ -111,7 +127,8 @@ def make_volume(slices, rng, noise, width):
     for image in slices:
         field = np.zeros((synthetic.READOUT, width))
         field[top : top + height, left : left + image_width] = scale * image
-        kspace = synthetic.fft2c(field * phase)
+        image = field * phase
+        kspace = synthetic.fft2c(image if maps is None else maps * image[None])
         sigma = noise * scale * float(slices.max())
         kspace += sigma * (
             rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)
@@ -119,6 +136,8 @@ def make_volume(slices, rng, noise, width):
         kspace[..., :padding_left] = 0
         kspace[..., padding_left + acquired :] = 0
         target = np.abs(synthetic.center_crop(synthetic.ifft2c(kspace), synthetic.RECON))
+        if maps is not None:
+            target = np.sqrt((target**2).sum(axis=0))
         kspace_slices.append(kspace.astype(np.complex64))
         target_slices.append(target.astype(np.float32))
     return np.stack(kspace_slices), np.stack(target_slices), header
@@ -129,6 +148,7 @@ def volume_plan(template_shape, spec: AnatomySpec):
     each plane's middle, within the central 40 % of the head; tuning volumes just outside
     that range (alternately below and above), so they share no slice with the checks."""
     plan = []
+    check_split, tune_split = spec.splits
     for plane in PLANES:
         depth = template_shape[2 - PLANES.index(plane)]
         extent = spec.num_slices * spec.slice_spacing
@@ -136,14 +156,14 @@ def volume_plan(template_shape, spec: AnatomySpec):
         starts = np.linspace(low, high - extent, spec.volumes_per_plane).astype(int)
         for number, start in enumerate(starts):
             indices = range(start, start + extent, spec.slice_spacing)
-            plan.append((SPLIT, f"mni152_t1_{plane}_{number}.h5", plane, list(indices)))
+            plan.append((check_split, f"mni152_t1_{plane}_{number}.h5", plane, list(indices)))
         for number in range(spec.tune_volumes_per_plane):
             below, step = number % 2 == 0, number // 2 + 1
             gap = step * (extent + spec.slice_spacing)
             start = low - gap if below else high + gap - extent
             indices = range(start, start + extent, spec.slice_spacing)
             name = f"mni152_t1_{plane}_tune{number}.h5"
-            plan.append((TUNE_SPLIT, name, plane, list(indices)))
+            plan.append((tune_split, name, plane, list(indices)))
     return plan
 
 
@@ -161,7 +181,7 @@ def generate(spec: AnatomySpec, output_dir, progress=None):
     # One seed per check volume first, so adding tuning volumes leaves the checks as they were.
     rng = np.random.default_rng(spec.seed)
     seeds = rng.integers(0, 2**31, size=len(plan))
-    plan = sorted(plan, key=lambda entry: entry[0] != SPLIT)
+    plan = sorted(plan, key=lambda entry: entry[0] != spec.splits[0])
     written = []
     for done, ((split, name, plane, indices), seed) in enumerate(zip(plan, seeds), start=1):
         path = os.path.join(output_dir, split, name)
@@ -169,7 +189,7 @@ def generate(spec: AnatomySpec, output_dir, progress=None):
             volume_rng = np.random.default_rng(seed)
             width = int(volume_rng.choice(synthetic.WIDTHS))
             kspace, target, header = make_volume(
-                plane_slices(template, plane, indices), volume_rng, spec.noise, width
+                plane_slices(template, plane, indices), volume_rng, spec.noise, width, spec.coils
             )
             synthetic.write_volume(path, kspace, target, header, "AXT1", f"mni152_{plane}")
         written.append(path)

@@ -11,6 +11,7 @@ flags.DEFINE_integer(
     "Slices per volume (default: 12 for synthetic volumes, 6 for the check set; real knee "
     "volumes have ~35).",
 )
+flags.DEFINE_integer("coils", 1, "1 for single-coil files, K > 1 for multi-coil (smooth maps).")
 flags.DEFINE_integer("data_seed", 0, "Seed of the data; the same seed writes the same files.")
 flags.DEFINE_enum(
     "data_source",
