@@ -1,6 +1,6 @@
 """Input pipeline and converter throughput on synthetic single-coil knee data.
 
-  python bench/bench_pipeline.py [--num_volumes=40 --num_slices=30]
+  python bench/bench_pipeline.py [--num_volumes=40 --num_slices=30] [--coils=8]
 
 Prints, on the same files and cores:
 * a bare h5py read of every volume (the I/O ceiling) and the converter, in MB/s, both
@@ -13,7 +13,9 @@ Prints, on the same files and cores:
 * fastMRI's own loader on the same training files (bench/fastmri_loader.py:
   SliceDataset + UnetDataTransform, RandomMaskFunc 0.04 / 8x, DataLoader with 2
   workers), in a process of its own, in every repeat right after tfmri's pipeline;
-and the ratios, each of two medians measured in this run. Without fastMRI installed
+and the ratios, each of two medians measured in this run. ``--coils=K`` (K > 1) makes
+the same measurement on multi-coil files (every loader combines the coils by RSS;
+fastMRI's with ``challenge="multicoil"``). Without fastMRI installed
 (pip install -e ".[bench]") its row is skipped and no ratio to it is printed.
 """
 
@@ -47,6 +49,7 @@ flags.DEFINE_integer(
     "slices, a few seconds for either loader, so per-pass start-up costs do not dominate.",
 )
 flags.DEFINE_integer("num_slices", 30, "Slices per volume.")
+flags.DEFINE_integer("coils", 1, "1: single-coil files; K > 1: multi-coil files of K coils.")
 flags.DEFINE_integer("batch_size", 8, "Batch size of both loaders.")
 flags.DEFINE_integer("epochs", 5, "tfmri pipeline epochs timed (after one warm-up epoch).")
 flags.DEFINE_integer("fastmri_passes", 2, "fastMRI loader passes timed (after one warm-up).")
@@ -98,12 +101,15 @@ def numpy_loader(paths, batch_size):
     for path, slice_index in index:
         with h5py.File(path) as handle:
             kspace = handle["kspace"][slice_index]
-            target = handle["reconstruction_esc"][slice_index]
+            key = "reconstruction_rss" if kspace.ndim == 3 else "reconstruction_esc"
+            target = handle[key][slice_index]
         mask, _ = mask_function(kspace.shape[-1])
         shifted = np.fft.ifftshift(kspace * mask, axes=(-2, -1))
         image = np.fft.fftshift(np.fft.ifft2(shifted, norm="ortho"), axes=(-2, -1))
-        top, left = (image.shape[0] - 320) // 2, (image.shape[1] - 320) // 2
-        image = np.abs(image[top : top + 320, left : left + 320])
+        top, left = (image.shape[-2] - 320) // 2, (image.shape[-1] - 320) // 2
+        image = np.abs(image[..., top : top + 320, left : left + 320])
+        if image.ndim == 3:
+            image = np.sqrt((image**2).sum(axis=0))
         mean, std = image.mean(), image.std(ddof=1)
         normalized = np.clip((image - mean) / (std + 1e-11), -6, 6)
         normalized_target = np.clip((target - mean) / (std + 1e-11), -6, 6)
@@ -114,7 +120,7 @@ def numpy_loader(paths, batch_size):
     return len(index) / (time.monotonic() - started)
 
 
-def tf_pipeline(records, batch_size, epochs):
+def tf_pipeline(records, split, batch_size, epochs):
     """slices/s of the training pipeline as tfmri.train builds it, one dataset per epoch."""
 
     def epoch_dataset(epoch):
@@ -126,7 +132,7 @@ def tf_pipeline(records, batch_size, epochs):
             drop_remainder=True,
             parallel_calls=os.cpu_count() or 1,
         )
-        return pipeline.make_dataset(records, "singlecoil_train", options, training=True)
+        return pipeline.make_dataset(records, split, options, training=True)
 
     for _ in epoch_dataset(0):  # warm-up: graph tracing and file cache
         pass
@@ -141,9 +147,10 @@ def fastmri_available():
     return all(importlib.util.find_spec(name) for name in ("fastmri", "torch"))
 
 
-def fastmri_loader(train_dir, batch_size, passes):
+def fastmri_loader(train_dir, batch_size, passes, challenge):
     """slices/s of fastMRI's loader on the same files, in its own process."""
     command = [sys.executable, FASTMRI_SCRIPT, f"--split_dir={train_dir}"]
+    command += [f"--challenge={challenge}"]
     command += [f"--batch_size={batch_size}", f"--passes={passes}"]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])["slices_per_second"]
@@ -153,7 +160,10 @@ def main(argv):
     del argv
     with tempfile.TemporaryDirectory() as workdir:
         raw = os.path.join(workdir, "raw")
-        spec = synthetic.SyntheticSpec(FLAGS.num_volumes, FLAGS.num_slices, 1, 0, 0.15, 0.1)
+        spec = synthetic.SyntheticSpec(
+            FLAGS.num_volumes, FLAGS.num_slices, FLAGS.coils, 0, 0.15, 0.1
+        )
+        challenge = "multicoil" if FLAGS.coils > 1 else "singlecoil"
         written = synthetic.generate(spec, raw)
         train_paths = written["train"]
         all_paths = [p for split in written.values() for p in split]
@@ -168,11 +178,13 @@ def main(argv):
             measured["converter"].append(run_converter(raw, records))
             os.sync()  # no write-back of the new shards while the loaders are timed
             measured["loader"].append(numpy_loader(train_paths, FLAGS.batch_size))
-            measured["tfdata"].append(tf_pipeline(records, FLAGS.batch_size, FLAGS.epochs))
+            measured["tfdata"].append(
+                tf_pipeline(records, f"{challenge}_train", FLAGS.batch_size, FLAGS.epochs)
+            )
             if fastmri_available():
                 train_dir = os.path.dirname(train_paths[0])
                 measured["fastmri"].append(
-                    fastmri_loader(train_dir, FLAGS.batch_size, FLAGS.fastmri_passes)
+                    fastmri_loader(train_dir, FLAGS.batch_size, FLAGS.fastmri_passes, challenge)
                 )
             logging.info("repeat %d: %s", repeat, {k: round(v[-1], 1) for k, v in measured.items()})
     ceiling, warm, converter, loader, tfdata = (
@@ -183,7 +195,7 @@ def main(argv):
     print(f"medians of {FLAGS.repeats} runs")
     print(
         f"data: {len(all_paths)} volumes ({len(train_paths)} train) x {FLAGS.num_slices} slices, "
-        "single-coil 640 x W, 8x random"
+        f"{challenge} ({FLAGS.coils} coil(s)) 640 x W, 8x random"
     )
     print(f"bare h5py read from disk (I/O ceiling)   {ceiling:8.1f} MB/s")
     print(f"bare h5py read from the page cache       {warm:8.1f} MB/s")

@@ -21,15 +21,16 @@ from torch.utils.data import DataLoader
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split_dir", required=True, help="A folder of single-coil .h5 files.")
+    parser.add_argument("--split_dir", required=True, help="A folder of fastMRI .h5 files.")
+    parser.add_argument("--challenge", default="singlecoil", choices=["singlecoil", "multicoil"])
     parser.add_argument("--passes", type=int, default=2, help="Timed passes over the files.")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     # use_seed=False: a fresh mask per slice and pass, as fastMRI's U-Net training reads.
     mask = RandomMaskFunc([0.04], [8])
-    transform = UnetDataTransform("singlecoil", mask_func=mask, use_seed=False)
-    dataset = SliceDataset(args.split_dir, challenge="singlecoil", transform=transform)
+    transform = UnetDataTransform(args.challenge, mask_func=mask, use_seed=False)
+    dataset = SliceDataset(args.split_dir, challenge=args.challenge, transform=transform)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers, shuffle=True)
 
     def one_pass():
