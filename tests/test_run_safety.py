@@ -8,6 +8,7 @@ subprocess, or the application's function in-process with real files.
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -319,11 +320,13 @@ def test_a_huge_declared_shape_is_refused_before_reading(singlecoil_raw, tmp_pat
 
 
 def _narrowest(raw, split):
-    widths = []
+    """(the smallest k-space width of the split, the names of its volumes that width)."""
+    widths = {}
     for path in glob.glob(os.path.join(raw, split, "*.h5")):
         with h5py.File(path, "r") as handle:
-            widths.append(handle["kspace"].shape[-1])
-    return min(widths)
+            widths[os.path.basename(path)] = handle["kspace"].shape[-1]
+    width = min(widths.values())
+    return width, {name for name, value in widths.items() if value == width}
 
 
 @pytest.mark.parametrize("crop", ["400", "10000"])
@@ -333,10 +336,13 @@ def test_a_crop_wider_than_the_data_stops_before_any_work(
     model_dir = str(tmp_path / "run")
     result = _train(singlecoil_records, model_dir, f"--crop_size={crop}")
     assert result.returncode == 1
-    width = _narrowest(singlecoil_raw, "singlecoil_train")
-    assert _last_line(result) == (
+    width, names = _narrowest(singlecoil_raw, "singlecoil_train")
+    line = _last_line(result)
+    named = re.search(r"columns wide \((\S+)\); use", line)
+    assert named and named.group(1) in names, line  # the file that limits the crop
+    assert line == (
         f"error: --crop_size={crop}: split 'singlecoil_train' of {singlecoil_records} has "
-        f"k-space {width} columns wide; use --crop_size={width} or less"
+        f"k-space {width} columns wide ({named.group(1)}); use --crop_size={width} or less"
     )
     assert not os.path.exists(model_dir)
 
@@ -352,9 +358,9 @@ def test_a_crop_the_unet_cannot_halve_names_crop_and_depth(singlecoil_records, t
     # 328 (a multiple of 8): taller than the 320 recon rows the (hybrid) records hold.
     result = _train(singlecoil_records, model_dir, "--crop_size=328")
     assert result.returncode == 1
-    assert "has recon heights (layout hybrid stores only those rows) of 320; use " in (
-        _last_line(result)
-    )
+    line = _last_line(result)
+    assert "has recon heights (layout hybrid stores only those rows) of 320 (file" in line
+    assert "); use --crop_size=320 or less" in line
     assert not os.path.exists(model_dir)
 
 

@@ -234,6 +234,14 @@ def _volume_summary(volume):
     }
 
 
+def _smallest(volumes, size):
+    """{"volume", "size"} of the volume with the smallest ``size(volume)`` (None if none)."""
+    if not volumes:
+        return None
+    volume = min(volumes, key=size)
+    return {"volume": volume["volume"], "size": int(size(volume))}
+
+
 def _split_statistics(records):
     volumes = [v for record in records for v in record["volumes"]]
     shapes = collections.Counter("x".join(map(str, v["kspace_shape"])) for v in volumes)
@@ -244,6 +252,10 @@ def _split_statistics(records):
         "kspace_shapes": dict(sorted(shapes.items())),
         "coils": sorted({v["coils"] for v in volumes}),
         "recon_sizes": sorted({tuple(v["recon_size"]) for v in volumes}),
+        # The volumes that limit the crop, named in the pipeline's errors.
+        "narrowest": _smallest(volumes, lambda v: v["kspace_shape"][-1]),
+        "shortest_recon": _smallest(volumes, lambda v: v["recon_size"][0]),
+        "shortest_kspace": _smallest(volumes, lambda v: v["kspace_shape"][-2]),
         "acquisitions": dict(collections.Counter(v["acquisition"] for v in volumes)),
         "accelerations": dict(collections.Counter(str(v["acceleration"]) for v in volumes)),
         "has_target": all(v["has_target"] for v in volumes) if volumes else False,

@@ -43,6 +43,11 @@ class Statistics:
     accelerations: dict = dataclasses.field(default_factory=dict)
     bytes_read: int = 0
     bytes_written: int = 0
+    # {"volume", "size"} of the volume with the fewest k-space columns, recon rows and
+    # k-space rows (None in manifests written before they were recorded).
+    narrowest: dict | None = None
+    shortest_recon: dict | None = None
+    shortest_kspace: dict | None = None
 
     @property
     def widths(self) -> list[int]:

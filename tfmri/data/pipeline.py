@@ -212,11 +212,12 @@ def check_crop(manifest, split, crop_size):
     widths = statistics.widths
     if widths and crop_size > min(widths):
         raise DataError(
-            f"--crop_size={crop_size}: {where} has k-space {min(widths)} columns wide; "
-            f"use --crop_size={min(widths)} or less"
+            f"--crop_size={crop_size}: {where} has k-space {min(widths)} columns wide"
+            f"{_named(statistics.narrowest)}; use --crop_size={min(widths)} or less"
         )
     hybrid = manifest.layout == "hybrid"
     rows = [size[0] for size in statistics.recon_sizes] if hybrid else statistics.heights
+    shortest = statistics.shortest_recon if hybrid else statistics.shortest_kspace
     if rows and crop_size > min(rows):
         rows_are = (
             "recon heights (layout hybrid stores only those rows)"
@@ -225,9 +226,14 @@ def check_crop(manifest, split, crop_size):
         )
         fix = " or convert with --layout=kspace" if hybrid else ""
         raise DataError(
-            f"--crop_size={crop_size}: {where} has {rows_are} of {min(rows)}; use "
-            f"--crop_size={min(rows)} or less{fix}"
+            f"--crop_size={crop_size}: {where} has {rows_are} of {min(rows)}"
+            f"{_named(shortest)}; use --crop_size={min(rows)} or less{fix}"
         )
+
+
+def _named(smallest):
+    """`` (file X)``: the volume a crop error is about, when the manifest records it."""
+    return f" ({smallest['volume']})" if smallest else ""
 
 
 @dataclasses.dataclass(frozen=True)
