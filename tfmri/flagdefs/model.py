@@ -30,6 +30,7 @@ flags.DEFINE_float("ssim_weight", 0.0, "Weight of an extra (1 - SSIM) generator 
 flags.DEFINE_boolean(
     "data_consistency",
     False,
-    "Replace the sampled k-space columns of the output by the measured ones "
-    "(single-coil; the output borrows the zero-filled phase).",
+    "Replace the sampled k-space columns of the output by the measured ones (the output "
+    "borrows the zero-filled phase; multi-coil: coil by coil, through coil maps estimated "
+    "from the fully sampled centre).",
 )
