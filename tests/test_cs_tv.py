@@ -256,3 +256,38 @@ def test_a_file_with_fewer_rows_than_its_recon_size_is_refused(tmp_path):
     _brain_like_file(path, 180, recon=160, height=150)
     with pytest.raises(fastmri_files.FastMRIFileError, match="fewer rows than the crop 160 x 160"):
         fastmri_files.recon_crop(fastmri_files.read_volume(path))
+
+
+def test_evaluation_pipeline_scores_each_files_recon_crop(tmp_path):
+    # Brain-shaped files (recon 160 x 160; k-space 180 and 150 columns wide) read with a
+    # 144 crop for the network: the scored images are at each file's recon crop.
+    from tfmri.data import convert, pipeline
+
+    raw = tmp_path / "raw" / "multicoil_val"
+    raw.mkdir(parents=True)
+    for name, width in (("file_a.h5", 180), ("file_b.h5", 150)):
+        _brain_like_file(str(raw / name), width)
+    records = str(tmp_path / "records")
+    convert.convert(str(tmp_path / "raw"), records, convert.ConvertOptions(1, 1))
+    options = pipeline.PipelineOptions(SPEC_8X, batch_size=2, crop_size=144, recon_crop=True)
+    shapes = {}
+    for inputs, _ in pipeline.make_dataset(records, "multicoil_val", options, training=False):
+        name = inputs["volume"].numpy()[0].decode()
+        volume = fastmri_files.read_volume(str(raw / name))
+        index = int(inputs["slice_index"][0])
+        mask = masks.fixed_volume_mask(SPEC_8X, name, volume.kspace.shape[-1])
+        crop = fastmri_files.recon_crop(volume)
+        zero_filled = np.sqrt(
+            (np.abs(synthetic.ifft2c(volume.kspace[index] * mask)) ** 2).sum(axis=0)
+        )
+        top, left = (zero_filled.shape[0] - crop[0]) // 2, (zero_filled.shape[1] - crop[1]) // 2
+        zero_filled = zero_filled[top : top + crop[0], left : left + crop[1]]
+        np.testing.assert_allclose(
+            inputs["zero_filled_image"][0], zero_filled, rtol=1e-4, atol=1e-5 * zero_filled.max()
+        )
+        np.testing.assert_array_equal(
+            inputs["target_image"][0], fastmri_files.cropped_target(volume)[index]
+        )
+        assert inputs["zero_filled"].shape[1:] == (144, 144, 1)  # the network's crop
+        shapes[name] = tuple(inputs["target_image"].shape[1:])
+    assert shapes == {"file_a.h5": (160, 160), "file_b.h5": (150, 150)}

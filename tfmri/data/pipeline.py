@@ -56,6 +56,11 @@ class PipelineOptions:
     # Yield "measured" and "mask" as for data consistency, without the model using them;
     # multi-coil too ([coils, crop, W]): the CS-TV baseline reconstructs from them.
     measured: bool = False
+    # Evaluation: yield zero_filled_image and target_image at each file's recon crop
+    # (fastmri_files.recon_crop: its header's recon size, or W x W for k-space narrower
+    # than it), what fastMRI scores, instead of the crop_size square the network sees
+    # (tfmri.evaluation.volumes places a method's square output in that frame).
+    recon_crop: bool = False
     # (count, index): training reads only the shard files index, index + count, ...
     # (a multi-worker run's file-level split of the data; workers draw different masks).
     file_shard: tuple[int, int] = (1, 0)
@@ -131,12 +136,42 @@ def measured_of_record(data, mask, crop_size, layout):
     return transforms.measured_rows(data, mask, crop_size)
 
 
+def recon_crop_of(recon_size, width):
+    """int32 (height, width) of fastmri_files.recon_crop in the graph: the recon size, or
+    (W, W) when the k-space's ``width`` W is smaller than the recon width."""
+    narrow = width < recon_size[1]
+    return tf.where(narrow, width, recon_size[0]), tf.where(narrow, width, recon_size[1])
+
+
+def _recon_frame(features, mask, layout, has_target):
+    """(zero-filled magnitude [h, w], target [h, w] or None) at the record's recon crop."""
+    data = features["kspace"]
+    height, width = recon_crop_of(features["recon_size"], tf.shape(data)[-1])
+    if layout == "hybrid":
+        rows = transforms.center_crop(data, height, tf.shape(data)[-1])
+        rows = rows * tf.cast(mask, rows.dtype)
+    else:
+        rows = transforms.measured_rows(data, mask, height)
+    image = transforms.center_crop(transforms.columns_to_image(rows), height, width)
+    zero_filled = transforms.rss(image, axis=-3) if data.shape.rank == 3 else tf.abs(image)
+    target = transforms.center_crop(features["target"], height, width) if has_target else None
+    return zero_filled, target
+
+
 def _prepare(
-    features, mask, crop_size, has_target, with_measured=False, scored=False, layout="kspace"
+    features,
+    mask,
+    crop_size,
+    has_target,
+    with_measured=False,
+    scored=False,
+    layout="kspace",
+    recon_crop=False,
 ):
     """Parsed example + mask -> (inputs, target), or inputs alone without a target.
 
-    ``scored``: also yield the unnormalised ``zero_filled_image`` and ``target_image``.
+    ``scored``: also yield the unnormalised ``zero_filled_image`` and ``target_image``
+    (at the crop, or with ``recon_crop`` at the record's recon crop).
     ``layout``: what the record's ``kspace`` holds (:data:`tfmri.data.schema.LAYOUTS`).
     """
     kspace = features["kspace"]
@@ -157,14 +192,19 @@ def _prepare(
             measured, [None] * (kspace.shape.rank - 2) + [crop_size, None]
         )
         inputs["mask"] = tf.cast(mask, tf.float32)
-    if scored:
+    scored_target = None
+    if scored and recon_crop:
+        frame = _recon_frame(features, mask, layout, has_target)
+        inputs["zero_filled_image"] = tf.ensure_shape(frame[0], [None, None])
+        scored_target = frame[1] if has_target else None
+    elif scored:
         inputs["zero_filled_image"] = tf.ensure_shape(zero_filled, [crop_size, crop_size])
     if not has_target:
         return inputs
     target = transforms.center_crop(features["target"], crop_size, crop_size)
     target = tf.ensure_shape(target, [crop_size, crop_size])
     if scored:
-        inputs["target_image"] = target
+        inputs["target_image"] = target if scored_target is None else scored_target
     return inputs, transforms.normalize(target[..., None], mean, std)
 
 
@@ -249,6 +289,7 @@ class _Split:
     kspace_rank: int  # 2 single-coil, 3 multi-coil
     with_measured: bool
     num_widths: int
+    num_recon_sizes: int
 
 
 def _split(data_dir, split, options: PipelineOptions, training: bool) -> _Split:
@@ -275,18 +316,20 @@ def _split(data_dir, split, options: PipelineOptions, training: bool) -> _Split:
         kspace_rank,
         options.data_consistency or options.measured,
         len(entry.statistics.kspace_shapes),
+        len(entry.statistics.recon_sizes),
     )
 
 
-def _prepare_split(split: _Split, features, mask, crop_size, scored):
+def _prepare_split(split: _Split, features, mask, options, scored):
     return _prepare(
         features,
         mask,
-        crop_size,
+        options.crop_size,
         split.has_target,
         split.with_measured,
         scored=scored,
         layout=split.layout,
+        recon_crop=options.recon_crop and scored,
     )
 
 
@@ -317,7 +360,7 @@ def _training_slices(split: _Split, options: PipelineOptions, parallel):
         width = tf.shape(features["kspace"])[-1]
         seed = record_mask_seed(options.seed, features["volume"], features["slice_index"])
         mask, _ = masks.sample_mask(options.mask, width, seed)
-        return _prepare_split(split, features, mask, options.crop_size, scored=False)
+        return _prepare_split(split, features, mask, options, scored=False)
 
     # In order: with the seeded shuffles, an epoch's batches are a function of the seed
     # alone, so a resumed epoch sees the batches the killed one would have.
@@ -337,12 +380,15 @@ def _evaluation_slices(split: _Split, options: PipelineOptions, parallel):
         else:
             width = tf.shape(features["kspace"])[-1]
             mask = fixed_volume_mask(options.mask, features["volume"], width)
-        return _prepare_split(split, features, mask, options.crop_size, scored=True)
+        return _prepare_split(split, features, mask, options, scored=True)
 
     return records.map(prepare, num_parallel_calls=parallel, deterministic=True)
 
 
 def _batched(dataset, split: _Split, options: PipelineOptions, training: bool):
+    if not training and options.recon_crop and (split.num_widths > 1 or split.num_recon_sizes > 1):
+        # Scored at each file's recon crop, whose size can change at any volume.
+        return dataset.batch(1)
     if not split.with_measured or split.num_widths == 1:
         return dataset.batch(options.batch_size, drop_remainder=options.drop_remainder)
     if not training:

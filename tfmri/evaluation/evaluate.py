@@ -35,6 +35,7 @@ def evaluate(run: run_config.RunConfig, checkpoint, output_dir, num_figure_volum
         batch_size=data.batch_size,
         crop_size=data.crop_size,
         data_consistency=model.config.data_consistency,
+        recon_crop=True,  # scored at each file's recon crop, as fastMRI scores
     )
     dataset = pipeline.make_dataset(data.data_dir, data.val_split, options, training=False)
     # The method is what the checkpoint is, whatever --model says.
@@ -79,5 +80,14 @@ def _write_results(run, checkpoint, rows, summary, examples, output_dir):
             "summary": summary,
         },
     )
-    grid = visualize.comparison_grid(*(np.stack(column) for column in zip(*examples)))
+    # The volumes' recon crops can differ: the figure shows their common centre.
+    height = min(image.shape[-2] for example in examples for image in example)
+    width = min(image.shape[-1] for example in examples for image in example)
+
+    def centre(image):
+        top, left = (image.shape[-2] - height) // 2, (image.shape[-1] - width) // 2
+        return image[top : top + height, left : left + width]
+
+    columns = zip(*examples)
+    grid = visualize.comparison_grid(*(np.stack([centre(i) for i in c]) for c in columns))
     visualize.write_png(os.path.join(output_dir, "examples.png"), grid)

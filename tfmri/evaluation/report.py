@@ -218,6 +218,7 @@ def _dataset(config, source, spec, measured=False, data_consistency=False):
         crop_size=config.crop_size,
         data_consistency=data_consistency,
         measured=measured,
+        recon_crop=True,  # scored at each file's recon crop, as fastMRI scores
     )
     return pipeline.make_dataset(source.data_dir, source.split, options, training=False)
 

@@ -56,19 +56,38 @@ class Timer:
         return self.seconds / self.slices if self.slices else None
 
 
+def in_recon_frame(images, zero_filled):
+    """Square outputs [B, S, S] placed in the centre of the scored frame: the zero-filled
+    images [B, h, w] (a file's recon crop, which can differ from the network's crop),
+    cropped where the frame is smaller; the same array when the shapes agree."""
+    images, zero_filled = np.asarray(images), np.asarray(zero_filled)
+    if images.shape == zero_filled.shape:
+        return images
+    height, width = zero_filled.shape[-2:]
+    rows, columns = min(images.shape[-2], height), min(images.shape[-1], width)
+    top, left = (images.shape[-2] - rows) // 2, (images.shape[-1] - columns) // 2
+    inner = images[..., top : top + rows, left : left + columns]
+    frame = zero_filled.copy()
+    top, left = (height - rows) // 2, (width - columns) // 2
+    frame[..., top : top + rows, left : left + columns] = inner
+    return frame
+
+
 def reconstruct_volumes(predict, dataset):
-    """Yields (volume name, zero-filled, reconstruction, target), float32 [slices, S, S].
+    """Yields (volume name, zero-filled, reconstruction, target), float32 [slices, h, w].
 
     ``predict(inputs)`` gives the de-normalised reconstructions [B, S, S] of a batch.
     The zero-filled image and the target are the pipeline's unnormalised, unclamped
-    ``zero_filled_image`` and ``target_image``: what fastMRI scores.
+    ``zero_filled_image`` and ``target_image``: what fastMRI scores, at the crop or, with
+    ``PipelineOptions.recon_crop``, at each file's recon crop (the reconstruction then
+    placed in it, :func:`in_recon_frame`).
     """
     current, parts = None, collections.defaultdict(list)
     names = ("zero_filled", "reconstruction", "target")
     for inputs, _ in dataset:
         images = {
             "zero_filled": inputs["zero_filled_image"],
-            "reconstruction": np.asarray(predict(inputs)),
+            "reconstruction": in_recon_frame(predict(inputs), inputs["zero_filled_image"]),
             "target": inputs["target_image"],
         }
         for index, name in enumerate(inputs["volume"].numpy()):
