@@ -182,3 +182,49 @@ def test_two_replicas_in_mixed_precision_on_multicoil_data(multicoil_records, tm
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replica(s)" in result.stdout
     assert tf.train.latest_checkpoint(model_dir) is not None
+
+
+def test_report_compares_runs_with_and_without_consistency(
+    multicoil_export, multicoil_records, tmp_path
+):
+    _, records, with_dc, _ = multicoil_export
+    without_dc = str(tmp_path / "nodc")
+    result = run_app(
+        "tfmri.train",
+        f"--data_dir={records}",
+        f"--model_dir={without_dc}",
+        "--train_split=multicoil_train",
+        "--val_split=multicoil_val",
+        *TINY[:-1],
+        "--nodata_consistency",
+        "--epochs=1",
+        "--epochs_decay=0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    common = [f"--data_dir={records}", "--val_split=multicoil_val", "--methods=zero_filled,pix2pix"]
+    common += ["--center_fractions=0.04", "--accelerations=8", "--num_example_volumes=1"]
+    report_dir = tmp_path / "report"
+    result = run_app(
+        "tfmri.report",
+        *common,
+        f"--checkpoints={with_dc},{without_dc}",
+        f"--report_dir={report_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(report_dir / "report.json") as handle:
+        document = json.load(handle)
+    (setting,) = document["results"]
+    assert set(setting["summary"]) == {"zero_filled", "pix2pix", "pix2pix+dc"}
+    table = [line.split(" | ")[0] for line in (report_dir / "report.md").read_text().splitlines()]
+    assert [row for row in table if row.startswith("| ") and row != "| method"] == [
+        "| zero_filled",
+        "| pix2pix",
+        "| pix2pix+dc",
+    ]
+    assert {c["method"] for c in document["checkpoints"]} == {"pix2pix", "pix2pix+dc"}
+    # Two runs that differ in nothing the report can name are refused.
+    result = run_app(
+        "tfmri.report", *common, f"--checkpoints={with_dc},{with_dc}", f"--report_dir={tmp_path}/r2"
+    )
+    assert result.returncode == 1
+    assert "are all pix2pix runs at 8x" in result.stderr.strip().splitlines()[-1]

@@ -64,6 +64,10 @@ class Run:
                 "acceleration each"
             )
         self.acceleration = accelerations[0]
+        self.data_consistency = saved.model.data_consistency
+        # Its rows' name in the report: the method, "+dc" added when another run of the
+        # same method and acceleration differs from it by data consistency (check()).
+        self.key = self.method
         self.label = f"{self.method} {self.acceleration}x ({self.model_dir})"
 
     def load(self):
@@ -147,6 +151,32 @@ def _checked_source(source, cs_auto):
     return dataclasses.replace(source, num_volumes=entry.statistics.num_volumes)
 
 
+def _name_rows(runs):
+    """Sets each run's ``key``: two runs of one method and acceleration are compared
+    only when one has data consistency and the other not (``pix2pix+dc`` next to
+    ``pix2pix``); anything else would mix their rows."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((run.method, run.acceleration), []).append(run)
+    for (method, acceleration), group in groups.items():
+        if len(group) == 1:
+            continue
+        if len(group) > 2 or group[0].data_consistency == group[1].data_consistency:
+            paths = ", ".join(run.path for run in group)
+            raise UserError(
+                f"--checkpoints: {paths} are all {method} runs at {acceleration}x; give one, "
+                "or one with --data_consistency and one without"
+            )
+        for run in group:
+            run.key = f"{method}+dc" if run.data_consistency else method
+
+
+def method_order(key):
+    """Sort key of a row name: METHODS' order, a ``+dc`` variant after its method."""
+    base, _, variant = key.partition("+")
+    return METHODS.index(base), variant
+
+
 def check(config: ReportConfig):
     """Checks the data and runs before any work; returns (runs, [Source] with counts)."""
     cs_auto = config.cs_auto and "cs_tv" in config.methods
@@ -165,6 +195,7 @@ def check(config: ReportConfig):
                 f"--checkpoints: {run.path} was trained at {run.acceleration}x; add it to "
                 f"--accelerations (now {now}) or leave the run out"
             )
+    _name_rows(runs)
     for method in (m for m in config.methods if m in LEARNED):
         if not any(run.method == method for run in runs):
             raise UserError(
@@ -280,16 +311,15 @@ def _evaluate_setting(config, source, acceleration, spec, runs, bar):
     for run in (r for r in runs if r.acceleration == acceleration):
         model = run.load()
         dataset = _dataset(config, source, spec, data_consistency=model.config.data_consistency)
-        seconds[run.method] = evaluate_method(
-            run.method, volumes.model_predictor(model), dataset, rows, examples, bar, methods
+        seconds[run.key] = evaluate_method(
+            run.key, volumes.model_predictor(model), dataset, rows, examples, bar, methods
         )
-    order = {method: index for index, method in enumerate(METHODS)}
-    rows.sort(key=lambda row: order[row["method"]])
+    rows.sort(key=lambda row: method_order(row["method"]))
     return rows, seconds, examples, regularization, tuning
 
 
 def _methods_present(summary):
-    return [method for method in METHODS if method in summary]
+    return sorted(summary, key=method_order)
 
 
 def _lambda_source(config, source):
@@ -350,7 +380,8 @@ def markdown(config, results, runs, checked) -> str:
             seconds = result["seconds_per_slice"].get(method)
             cells.append("-" if seconds is None else f"{seconds:.3f}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        for method in (m for m in METHODS if m in config.methods and m not in summary):
+        present = {key.partition("+")[0] for key in summary}
+        for method in (m for m in METHODS if m in config.methods and m not in present):
             lines.append(f"| {method} | no run trained at {result['acceleration']}x | | | |")
         tuning = result["cs_tv"]["tuning"]
         if tuning:
@@ -367,7 +398,7 @@ def markdown(config, results, runs, checked) -> str:
         lines += [f"![examples]({os.path.basename(result['figure'])})", ""]
     if runs:
         lines += ["## Checkpoints", ""]
-        lines += [f"- {run.method} at {run.acceleration}x: `{run.checkpoint}`" for run in runs]
+        lines += [f"- {run.key} at {run.acceleration}x: `{run.checkpoint}`" for run in runs]
         lines += ["", "![training curves](training_curves.png)", ""]
     return "\n".join(lines)
 
@@ -391,7 +422,9 @@ def examples_figure(examples, acceleration, path, count):
     method, each with a 5 x error map below."""
     pyplot = _pyplot()
     shown = list(examples)[: max(count, 1)]
-    columns = ["target"] + [m for m in METHODS if m in examples[shown[0]]]
+    columns = ["target"] + sorted(
+        (key for key in examples[shown[0]] if key != "target"), key=method_order
+    )
     figure, axes = pyplot.subplots(
         2 * len(shown),
         len(columns),
@@ -511,7 +544,7 @@ def _document(config, checked, runs, results, curves):
             "tune_split": main.tune_split if auto else None,
         },
         "checkpoints": [
-            {"method": r.method, "acceleration": r.acceleration, "checkpoint": r.checkpoint}
+            {"method": r.key, "acceleration": r.acceleration, "checkpoint": r.checkpoint}
             for r in runs
         ],
         "results": results,
