@@ -228,3 +228,56 @@ def test_report_compares_runs_with_and_without_consistency(
     )
     assert result.returncode == 1
     assert "are all pix2pix runs at 8x" in result.stderr.strip().splitlines()[-1]
+
+
+def test_complex_generator_input_trains_exports_and_serves(multicoil_records, tmp_path):
+    # --generator_input=complex: the generator also sees the maps-combined complex
+    # zero-filled image as two channels.
+    raw, records = multicoil_records
+    model_dir = str(tmp_path / "complex")
+    common = [f"--data_dir={records}", f"--model_dir={model_dir}"]
+    result = run_app(
+        "tfmri.train",
+        *common,
+        "--train_split=multicoil_train",
+        "--val_split=multicoil_val",
+        "--model=unet",
+        "--generator_input=complex",
+        *TINY,
+        "--epochs=1",
+        "--epochs_decay=0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = pix2pix.ReconstructionModel.from_config(checkpoints.read_model_config(model_dir))
+    checkpoints.restore_weights(model, model_dir)
+    assert model.generator.input_shape[-1] == 3
+    export_dir = str(tmp_path / "savedmodel")
+    result = run_app("tfmri.export", *common, "--model_name=c", f"--export_dir={export_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    options = pipeline.PipelineOptions(SPEC, batch_size=1, data_consistency=True)
+    inputs, _ = next(iter(pipeline.make_dataset(records, "multicoil_val", options, False)))
+    expected = transforms.denormalize(
+        model(inputs)[..., 0], inputs["mean"][:, None, None], inputs["std"][:, None, None]
+    ).numpy()
+    name = inputs["volume"].numpy()[0].decode()
+    volume = fastmri_files.read_volume(os.path.join(raw, "multicoil_val", name))
+    kspace = volume.kspace[inputs["slice_index"].numpy()]
+    mask = masks.fixed_volume_mask(SPEC, name, kspace.shape[-1])
+    request = client.split_kspace(kspace * mask, mask)
+    served = _signature(os.path.join(export_dir, "c", "1"))(
+        **{k: tf.constant(v) for k, v in request.items()}
+    )["reconstruction"].numpy()
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_complex_generator_input_needs_the_measured_data(multicoil_records, tmp_path):
+    _, records = multicoil_records
+    result = run_app(
+        "tfmri.train",
+        f"--data_dir={records}",
+        f"--model_dir={tmp_path / 'run'}",
+        "--generator_input=complex",
+        *TINY[:-1],
+    )
+    assert result.returncode == 1
+    assert "needs the measured data: add --data_consistency" in result.stderr

@@ -27,6 +27,14 @@ flags.DEFINE_enum("d_norm", "batch", list(networks.NORMS), "Discriminator normal
 flags.DEFINE_enum("gan_mode", "vanilla", list(pix2pix.GAN_MODES), "GAN loss: BCE or least squares.")
 flags.DEFINE_float("lambda_l1", 100.0, "Weight of the L1 loss in the generator loss.")
 flags.DEFINE_float("ssim_weight", 0.0, "Weight of an extra (1 - SSIM) generator loss.")
+flags.DEFINE_enum(
+    "generator_input",
+    "magnitude",
+    list(pix2pix.GENERATOR_INPUTS),
+    "What the generator sees: the zero-filled magnitude, or also the complex zero-filled "
+    "image (coil-combined with estimated maps, multi-coil) as real and imaginary channels "
+    "(needs --data_consistency).",
+)
 flags.DEFINE_boolean(
     "data_consistency",
     False,

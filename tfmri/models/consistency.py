@@ -68,6 +68,22 @@ def consistent_hybrid(image, measured, mask, maps=None):
     return sampled * measured + (1 - sampled) * columns
 
 
+def normalized_complex(inputs, size):
+    """float32 [B, S, S, 2]: the complex zero-filled image of the crop (combined with maps
+    estimated from the centre, multi-coil) as real and imaginary channels, divided by
+    the normalisation's ``std`` and clamped as the magnitude input is."""
+    measured, mask = inputs["measured"], tf.cast(inputs["mask"], tf.float32)
+    image = transforms.columns_to_image(measured)
+    if measured.shape.rank == 4:
+        image = coils.combine(image, coils.estimate_maps(measured, mask))
+    image = transforms.crop_width(image, size)
+    std = tf.cast(tf.reshape(inputs["std"], [-1, 1, 1, 1]), tf.float32)
+    channels = tf.stack([tf.math.real(image), tf.math.imag(image)], axis=-1)
+    scaled = channels / (std + transforms.NORMALIZATION_EPS)
+    clamp = transforms.NORMALIZATION_CLAMP
+    return tf.clip_by_value(scaled, -clamp, clamp)
+
+
 def apply(normalized, inputs):
     """Data consistency of a normalised prediction [B, S, S, 1] -> normalised [B, S, S, 1].
 

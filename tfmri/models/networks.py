@@ -120,6 +120,7 @@ def unet_generator(
     residual=True,
     output_activation="linear",
     name="generator",
+    channels=1,
 ) -> keras.Model:
     """The pix2pix U-Net: ``depth`` stride-2 4 x 4 convolutions down, as many transposed up.
 
@@ -131,12 +132,15 @@ def unet_generator(
 
     Args:
       image_size: side of the square input; must halve cleanly ``depth`` times.
+      channels: input channels; the first is the zero-filled magnitude the residual is
+        added to (3: magnitude, then the complex zero-filled image as real and imaginary).
 
     Returns:
-      keras.Model: float32 ``[batch, image_size, image_size, 1]`` -> same shape, float32.
+      keras.Model: float32 ``[batch, image_size, image_size, channels]`` ->
+      ``[batch, image_size, image_size, 1]``, float32.
     """
     _check_unet(image_size, depth, dropout, norm, output_activation)
-    image = keras.Input((image_size, image_size, 1), name="zero_filled")
+    image = keras.Input((image_size, image_size, channels), name="zero_filled")
     skips = _unet_encoder(image, image_size, depth, base_filters, norm)
     x = _unet_decoder(skips, image_size, depth, base_filters, dropout, norm)
     x = keras.layers.ReLU(name="out_act")(x)
@@ -146,7 +150,14 @@ def unet_generator(
         x = keras.layers.Rescaling(transforms.NORMALIZATION_CLAMP, name="out_scale")(x)
     x = keras.layers.Activation("linear", dtype="float32", name="out_float32")(x)
     if residual:
-        x = keras.layers.Add(dtype="float32", name="residual")([image, x])
+        magnitude = (
+            image
+            if channels == 1
+            else keras.layers.Lambda(
+                lambda channel_stack: channel_stack[..., :1], name="magnitude"
+            )(image)
+        )
+        x = keras.layers.Add(dtype="float32", name="residual")([magnitude, x])
     return keras.Model(image, x, name=name)
 
 

@@ -23,6 +23,7 @@ from tfmri.data import transforms
 from tfmri.models import consistency, image_metrics, networks, optimizers
 
 DISCRIMINATORS = ("patch", "pixel", "none")
+GENERATOR_INPUTS = ("magnitude", "complex")
 GAN_MODES = ("vanilla", "lsgan")
 
 
@@ -46,6 +47,9 @@ class ModelConfig:
     ssim_weight: float = 0.0
     data_consistency: bool = False  # put the measured k-space columns back
     multicoil: bool = False  # trained on multi-coil data: exported for [B, C, H, W] k-space
+    # What the generator sees: the zero-filled magnitude, or also the complex zero-filled
+    # image (coil-combined with estimated maps multi-coil) as 2 more channels.
+    generator_input: str = "magnitude"
 
     def __post_init__(self):
         if self.discriminator not in DISCRIMINATORS:
@@ -59,6 +63,15 @@ class ModelConfig:
             )
         if self.lambda_l1 < 0 or self.ssim_weight < 0:
             raise ValueError("lambda_l1 and ssim_weight must be >= 0")
+        if self.generator_input not in GENERATOR_INPUTS:
+            raise ValueError(
+                f"generator_input must be one of {', '.join(GENERATOR_INPUTS)}, "
+                f"got {self.generator_input!r}"
+            )
+        if self.generator_input == "complex" and not self.data_consistency:
+            raise ValueError(
+                "generator_input complex needs the measured data: add --data_consistency"
+            )
 
     def build_generator(self):
         return networks.unet_generator(
@@ -69,6 +82,7 @@ class ModelConfig:
             self.norm,
             self.residual,
             self.output_activation,
+            channels=3 if self.generator_input == "complex" else 1,
         )
 
     def build_discriminator(self):
@@ -182,7 +196,11 @@ class ReconstructionModel(keras.Model):
             if self.config.data_consistency:
                 raise ValueError("a data-consistency model needs the pipeline's inputs dict")
             return self.generator(inputs, training=training)
-        output = self.generator(inputs["zero_filled"], training=training)
+        generator_input = inputs["zero_filled"]
+        if self.config.generator_input == "complex":
+            complex_image = consistency.normalized_complex(inputs, self.config.image_size)
+            generator_input = tf.concat([generator_input, complex_image], axis=-1)
+        output = self.generator(generator_input, training=training)
         if self.config.data_consistency:
             output = consistency.apply(output, inputs)
         return output
