@@ -40,8 +40,7 @@ def model_config(values) -> pix2pix.ModelConfig:
         )
     except ValueError as error:
         raise UserError(f"model flags: {error}") from None
-    run_config.check_model(config)
-    return config
+    return config  # RunConfig checks it further (run_config.check_model)
 
 
 def run_config_of(values) -> run_config.RunConfig:

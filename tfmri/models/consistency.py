@@ -68,14 +68,22 @@ def consistent_hybrid(image, measured, mask, maps=None):
     return sampled * measured + (1 - sampled) * columns
 
 
-def normalized_complex(inputs, size):
-    """float32 [B, S, S, 2]: the complex zero-filled image of the crop (combined with maps
-    estimated from the centre, multi-coil) as real and imaginary channels, divided by
-    the normalisation's ``std`` and clamped as the magnitude input is."""
-    measured, mask = inputs["measured"], tf.cast(inputs["mask"], tf.float32)
-    image = transforms.columns_to_image(measured)
-    if measured.shape.rank == 4:
-        image = coils.combine(image, coils.estimate_maps(measured, mask))
+def maps_of(inputs):
+    """Coil maps [B, C, S, W] of multi-coil ``inputs["measured"]`` (estimated from its fully
+    sampled centre), or None for single-coil data."""
+    measured = inputs["measured"]
+    if measured.shape.rank != 4:
+        return None
+    return coils.estimate_maps(measured, tf.cast(inputs["mask"], tf.float32))
+
+
+def normalized_complex(inputs, size, maps=None):
+    """float32 [B, S, S, 2]: the complex zero-filled image of the crop (combined with
+    ``maps``, :func:`maps_of`, multi-coil) as real and imaginary channels, divided by the
+    normalisation's ``std`` and clamped as the magnitude input is."""
+    image = transforms.columns_to_image(inputs["measured"])
+    if maps is not None:
+        image = coils.combine(image, maps)
     image = transforms.crop_width(image, size)
     std = tf.cast(tf.reshape(inputs["std"], [-1, 1, 1, 1]), tf.float32)
     channels = tf.stack([tf.math.real(image), tf.math.imag(image)], axis=-1)
@@ -84,19 +92,20 @@ def normalized_complex(inputs, size):
     return tf.clip_by_value(scaled, -clamp, clamp)
 
 
-def apply(normalized, inputs):
+def apply(normalized, inputs, maps=None):
     """Data consistency of a normalised prediction [B, S, S, 1] -> normalised [B, S, S, 1].
 
     ``inputs`` holds ``mean``, ``std`` [B] (the normalisation), ``measured`` and
     ``mask`` (see :func:`consistent_hybrid`); multi-coil ``measured`` ([B, C, S, W])
-    gets maps estimated from its fully sampled centre, and the coil images are combined
-    with them. Not clamped: it is the model's output.
+    goes through coil maps (``maps``, or :func:`maps_of` it when not given), and the coil
+    images are combined with them. Not clamped: it is the model's output.
     """
     mean = tf.reshape(inputs["mean"], [-1, 1, 1])
     std = tf.reshape(inputs["std"], [-1, 1, 1])
     image = transforms.denormalize(tf.cast(normalized[..., 0], tf.float32), mean, std)
     measured, mask = inputs["measured"], tf.cast(inputs["mask"], tf.float32)
-    maps = coils.estimate_maps(measured, mask) if measured.shape.rank == 4 else None
+    if maps is None:
+        maps = maps_of(inputs)
     hybrid = consistent_hybrid(image, measured, mask, maps)
     complex_image = transforms.columns_to_image(hybrid)
     if maps is not None:

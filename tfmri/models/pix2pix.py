@@ -197,12 +197,14 @@ class ReconstructionModel(keras.Model):
                 raise ValueError("a data-consistency model needs the pipeline's inputs dict")
             return self.generator(inputs, training=training)
         generator_input = inputs["zero_filled"]
+        # Multi-coil maps, estimated once for the complex input and data consistency.
+        maps = consistency.maps_of(inputs) if self.config.data_consistency else None
         if self.config.generator_input == "complex":
-            complex_image = consistency.normalized_complex(inputs, self.config.image_size)
+            complex_image = consistency.normalized_complex(inputs, self.config.image_size, maps)
             generator_input = tf.concat([generator_input, complex_image], axis=-1)
         output = self.generator(generator_input, training=training)
         if self.config.data_consistency:
-            output = consistency.apply(output, inputs)
+            output = consistency.apply(output, inputs, maps)
         return output
 
     def _reconstruction_losses(self, inputs, target, fake):
