@@ -49,8 +49,9 @@ def test_the_run_records_multicoil_and_the_export_takes_coils(multicoil_export):
     assert specs["kspace_real"].shape.rank == 4 and specs["mask"].shape.rank == 2
 
 
-def test_served_reconstruction_equals_the_keras_model(multicoil_export):
-    raw, records, model_dir, saved_model = multicoil_export
+def _served_and_keras(raw, records, model_dir, saved_model):
+    """(served image, the Keras model's image, the slice's masked k-space, its mask) of
+    the first validation slice, sent as a client sends it."""
     model = pix2pix.ReconstructionModel.from_config(checkpoints.read_model_config(model_dir))
     checkpoints.restore_weights(model, model_dir)
     options = pipeline.PipelineOptions(SPEC, batch_size=1, data_consistency=True)
@@ -65,11 +66,16 @@ def test_served_reconstruction_equals_the_keras_model(multicoil_export):
     request = client.split_kspace(kspace * mask, mask)
     assert request["kspace_real"].shape == kspace.shape  # [B, C, H, W]
     served = _signature(saved_model)(**{k: tf.constant(v) for k, v in request.items()})
-    served = served["reconstruction"].numpy()
+    return served["reconstruction"].numpy(), expected, kspace * mask, mask
+
+
+def test_served_reconstruction_equals_the_keras_model(multicoil_export):
+    raw, records, model_dir, saved_model = multicoil_export
+    served, expected, kspace, mask = _served_and_keras(raw, records, model_dir, saved_model)
     assert served.shape == expected.shape == (1, 320, 320)
     np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     # Any coil count: the first two coils alone are a valid request too.
-    two = client.split_kspace((kspace * mask)[:, :2], mask)
+    two = client.split_kspace(kspace[:, :2], mask)
     answer = _signature(saved_model)(**{k: tf.constant(v) for k, v in two.items()})
     assert answer["reconstruction"].shape == (1, 320, 320)
     assert np.all(np.isfinite(answer["reconstruction"].numpy()))
@@ -248,25 +254,16 @@ def test_complex_generator_input_trains_exports_and_serves(multicoil_records, tm
         "--epochs_decay=0",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    model = pix2pix.ReconstructionModel.from_config(checkpoints.read_model_config(model_dir))
-    checkpoints.restore_weights(model, model_dir)
-    assert model.generator.input_shape[-1] == 3
+    config = checkpoints.read_model_config(model_dir)["config"]
+    assert config["generator_input"] == "complex"
+    assert (
+        pix2pix.ReconstructionModel.from_config({"config": config}).generator.input_shape[-1] == 3
+    )
     export_dir = str(tmp_path / "savedmodel")
     result = run_app("tfmri.export", *common, "--model_name=c", f"--export_dir={export_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
-    options = pipeline.PipelineOptions(SPEC, batch_size=1, data_consistency=True)
-    inputs, _ = next(iter(pipeline.make_dataset(records, "multicoil_val", options, False)))
-    expected = transforms.denormalize(
-        model(inputs)[..., 0], inputs["mean"][:, None, None], inputs["std"][:, None, None]
-    ).numpy()
-    name = inputs["volume"].numpy()[0].decode()
-    volume = fastmri_files.read_volume(os.path.join(raw, "multicoil_val", name))
-    kspace = volume.kspace[inputs["slice_index"].numpy()]
-    mask = masks.fixed_volume_mask(SPEC, name, kspace.shape[-1])
-    request = client.split_kspace(kspace * mask, mask)
-    served = _signature(os.path.join(export_dir, "c", "1"))(
-        **{k: tf.constant(v) for k, v in request.items()}
-    )["reconstruction"].numpy()
+    saved_model = os.path.join(export_dir, "c", "1")
+    served, expected, _, _ = _served_and_keras(raw, records, model_dir, saved_model)
     np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 

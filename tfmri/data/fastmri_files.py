@@ -235,6 +235,14 @@ def read_volume(path, check_finite=True) -> Volume:
     return Volume(path, kspace, target, mask, header, attrs)
 
 
+def center_crop(array, height, width):
+    """The centre ``height`` x ``width`` of a NumPy array [..., H, W], fastMRI's rounding
+    (the crop starts at ``(H - height) // 2``)."""
+    top = (array.shape[-2] - height) // 2
+    left = (array.shape[-1] - width) // 2
+    return array[..., top : top + height, left : left + width]
+
+
 def recon_crop(volume: Volume) -> tuple[int, int]:
     """(height, width) that reconstructions of ``volume`` are cropped to and scored at.
 
@@ -262,10 +270,7 @@ def cropped_target(volume: Volume):
     rounding), or None for test files."""
     if volume.target is None:
         return None
-    height, width = recon_crop(volume)
-    top = (volume.target.shape[-2] - height) // 2
-    left = (volume.target.shape[-1] - width) // 2
-    return volume.target[..., top : top + height, left : left + width]
+    return center_crop(volume.target, *recon_crop(volume))
 
 
 def _check_target(path, key, target, kspace, header):

@@ -201,9 +201,7 @@ def ifft2c(kspace):
 
 def center_crop(x, size):
     """The centre ``size`` x ``size`` of [..., H, W], fastMRI's rounding."""
-    top = (x.shape[-2] - size) // 2
-    left = (x.shape[-1] - size) // 2
-    return x[..., top : top + size, left : left + size]
+    return fastmri_files.center_crop(x, size, size)
 
 
 def make_volume(seed, num_slices, coils, width, source="knee", split="train"):

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from tfmri import fileio, run_config
-from tfmri.data import pipeline
+from tfmri.data import fastmri_files, pipeline
 from tfmri.errors import UserError
 from tfmri.evaluation import metrics, visualize, volumes
 from tfmri.progress import ProgressBar
@@ -83,11 +83,8 @@ def _write_results(run, checkpoint, rows, summary, examples, output_dir):
     # The volumes' recon crops can differ: the figure shows their common centre.
     height = min(image.shape[-2] for example in examples for image in example)
     width = min(image.shape[-1] for example in examples for image in example)
-
-    def centre(image):
-        top, left = (image.shape[-2] - height) // 2, (image.shape[-1] - width) // 2
-        return image[top : top + height, left : left + width]
-
     columns = zip(*examples)
-    grid = visualize.comparison_grid(*(np.stack([centre(i) for i in c]) for c in columns))
+    grid = visualize.comparison_grid(
+        *(np.stack([fastmri_files.center_crop(i, height, width) for i in c]) for c in columns)
+    )
     visualize.write_png(os.path.join(output_dir, "examples.png"), grid)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfmri.data import transforms
+from tfmri.data import fastmri_files, transforms
 
 
 def denormalized(images, inputs):
@@ -65,8 +65,7 @@ def in_recon_frame(images, zero_filled):
         return images
     height, width = zero_filled.shape[-2:]
     rows, columns = min(images.shape[-2], height), min(images.shape[-1], width)
-    top, left = (images.shape[-2] - rows) // 2, (images.shape[-1] - columns) // 2
-    inner = images[..., top : top + rows, left : left + columns]
+    inner = fastmri_files.center_crop(images, rows, columns)
     frame = zero_filled.copy()
     top, left = (height - rows) // 2, (width - columns) // 2
     frame[..., top : top + rows, left : left + columns] = inner
