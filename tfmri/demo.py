@@ -109,8 +109,7 @@ def demo_config(values) -> DemoConfig:
     """The DemoConfig of the flags of ``values`` (absl FlagValues), checked."""
     if values.num_volumes < 3:
         raise UserError(f"--num_volumes={values.num_volumes}: must be >= 3 (train, val, test)")
-    if values.num_slices is not None and values.num_slices < 1:
-        raise UserError(f"--num_slices={values.num_slices}: must be >= 1")
+    synthetic_flags.check_counts(values, ("num_slices",))
     return DemoConfig(
         workdir=os.path.abspath(values.workdir),
         export_dir=os.path.abspath(values.export_dir),

@@ -37,10 +37,7 @@ def main(argv):
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if not FLAGS.output_dir:
         raise UserError("--output_dir is required: where singlecoil_val/ goes")
-    if FLAGS.num_slices is not None and FLAGS.num_slices < 1:
-        raise UserError(f"--num_slices={FLAGS.num_slices}: must be >= 1")
-    if FLAGS.coils < 1:
-        raise UserError(f"--coils={FLAGS.coils}: must be >= 1")
+    synthetic.check_counts(FLAGS, ("num_slices", "coils"))
     spec = anatomy.AnatomySpec(
         FLAGS.volumes_per_plane,
         FLAGS.num_slices or DEFAULT_SLICES,

@@ -35,9 +35,7 @@ def main(argv):
         raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if not FLAGS.output_dir:
         raise UserError("--output_dir is required: where the split sub-directories go")
-    for name in ("num_volumes", "num_slices", "coils"):
-        if FLAGS[name].value is not None and FLAGS[name].value < 1:
-            raise UserError(f"--{name}={FLAGS[name].value}: must be >= 1")
+    synthetic_flags.check_counts(FLAGS, ("num_volumes", "num_slices", "coils"))
     try:
         spec = synthetic.SyntheticSpec(
             FLAGS.num_volumes,

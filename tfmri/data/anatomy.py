@@ -135,9 +135,7 @@ def make_volume(slices, rng, noise, width, coils=1):
         )
         kspace[..., :padding_left] = 0
         kspace[..., padding_left + acquired :] = 0
-        target = np.abs(synthetic.center_crop(synthetic.ifft2c(kspace), synthetic.RECON))
-        if maps is not None:
-            target = np.sqrt((target**2).sum(axis=0))
+        target = synthetic.target_of(kspace)
         kspace_slices.append(kspace.astype(np.complex64))
         target_slices.append(target.astype(np.float32))
     return np.stack(kspace_slices), np.stack(target_slices), header

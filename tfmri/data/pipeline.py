@@ -196,7 +196,7 @@ def _prepare(
     if scored and recon_crop:
         frame = _recon_frame(features, mask, layout, has_target)
         inputs["zero_filled_image"] = tf.ensure_shape(frame[0], [None, None])
-        scored_target = frame[1] if has_target else None
+        scored_target = frame[1]
     elif scored:
         inputs["zero_filled_image"] = tf.ensure_shape(zero_filled, [crop_size, crop_size])
     if not has_target:

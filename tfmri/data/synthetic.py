@@ -204,6 +204,14 @@ def center_crop(x, size):
     return fastmri_files.center_crop(x, size, size)
 
 
+def target_of(kspace):
+    """float64 [RECON, RECON]: the target of one fully sampled slice as fastMRI stores it:
+    the cropped magnitude of ``kspace`` [H, W] (``reconstruction_esc``), or the root sum of
+    squares of the cropped coil images of [coils, H, W] (``reconstruction_rss``)."""
+    cropped = np.abs(center_crop(ifft2c(kspace), RECON))
+    return np.sqrt((cropped**2).sum(axis=0)) if kspace.ndim == 3 else cropped
+
+
 def make_volume(seed, num_slices, coils, width, source="knee", split="train"):
     """k-space and target of one volume.
 
@@ -247,8 +255,7 @@ def make_volume(seed, num_slices, coils, width, source="knee", split="train"):
         )
         kspace[..., :padding_left] = 0
         kspace[..., padding_left + acquired :] = 0
-        cropped = np.abs(center_crop(ifft2c(kspace), RECON))
-        target = np.sqrt((cropped**2).sum(axis=0)) if maps is not None else cropped
+        target = target_of(kspace)
         kspace_slices.append(kspace.astype(np.complex64))
         target_slices.append(target.astype(np.float32))
     return np.stack(kspace_slices), np.stack(target_slices), header, anatomy

@@ -3,6 +3,7 @@
 from absl import flags
 
 from tfmri.data import synthetic
+from tfmri.errors import UserError
 
 flags.DEFINE_integer("num_volumes", 10, "Synthetic volumes in all, dealt to the splits.")
 flags.DEFINE_integer(
@@ -20,3 +21,12 @@ flags.DEFINE_enum(
     "Synthetic data: 'natural' (photographs made MR-like, tfmri/data/natural.py), which "
     "teaches reconstruction that carries over to real anatomy, or 'knee' (the knee phantom).",
 )
+
+
+def check_counts(values, names):
+    """UserError naming the first of the flags ``names`` of ``values`` (absl FlagValues)
+    that is given and below 1."""
+    for name in names:
+        value = values[name].value
+        if value is not None and value < 1:
+            raise UserError(f"--{name}={value}: must be >= 1")
