@@ -1,6 +1,7 @@
 """CS-TV: operators against their adjoints, convergence, and quality against zero-filled."""
 
 import glob
+import json
 import os
 
 import h5py
@@ -291,3 +292,53 @@ def test_evaluation_pipeline_scores_each_files_recon_crop(tmp_path):
         assert inputs["zero_filled"].shape[1:] == (144, 144, 1)  # the network's crop
         shapes[name] = tuple(inputs["target_image"].shape[1:])
     assert shapes == {"file_a.h5": (160, 160), "file_b.h5": (150, 150)}
+
+
+def test_report_scores_zero_filled_and_cs_tv_on_files_narrower_than_the_crop(tmp_path):
+    # No network, no --crop_size limit: zero-filled and CS-TV alone are scored on files of
+    # any recon size (here narrower than the default 320 crop), each at its recon crop,
+    # lambda chosen on another split of the same shapes.
+    from conftest import run_app
+
+    from tfmri.data import convert
+
+    raw = tmp_path / "raw"
+    for split, names in (
+        ("multicoil_val", ("file_a.h5", "file_b.h5")),
+        ("multicoil_train", ("file_t.h5",)),
+    ):
+        (raw / split).mkdir(parents=True)
+        for name, width in zip(names, (180, 150)):
+            _brain_like_file(str(raw / split / name), width)
+    records = str(tmp_path / "records")
+    convert.convert(str(raw), records, convert.ConvertOptions(1, 1))
+    report_dir = tmp_path / "report"
+    result = run_app(
+        "tfmri.report",
+        f"--data_dir={records}",
+        "--val_split=multicoil_val",
+        "--train_split=multicoil_train",
+        "--methods=zero_filled,cs_tv",
+        "--cs_lambda=auto",
+        "--cs_iterations=30",
+        "--cs_tune_volumes=1",
+        "--center_fractions=0.04",
+        "--accelerations=8",
+        "--num_example_volumes=1",
+        f"--report_dir={report_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(report_dir / "report.json") as handle:
+        (setting,) = json.load(handle)["results"]
+    rows = {(row["volume"], row["method"]): row for row in setting["volumes"]}
+    for name in ("file_a.h5", "file_b.h5"):
+        volume = fastmri_files.read_volume(str(raw / "multicoil_val" / name))
+        mask = masks.fixed_volume_mask(SPEC_8X, name, volume.kspace.shape[-1])
+        crop = fastmri_files.recon_crop(volume)
+        zero_filled = np.sqrt((np.abs(synthetic.ifft2c(volume.kspace * mask)) ** 2).sum(axis=1))
+        zero_filled = fastmri_files.center_crop(zero_filled, *crop)
+        target = fastmri_files.cropped_target(volume)
+        expected = metrics.volume_metrics(target, zero_filled)
+        for key in ("nmse", "psnr", "ssim"):
+            np.testing.assert_allclose(rows[name, "zero_filled"][key], expected[key], rtol=1e-4)
+        assert rows[name, "cs_tv"]["nmse"] < 0.7 * rows[name, "zero_filled"]["nmse"]

@@ -61,6 +61,11 @@ class PipelineOptions:
     # than it), what fastMRI scores, instead of the crop_size square the network sees
     # (tfmri.evaluation.volumes places a method's square output in that frame).
     recon_crop: bool = False
+    # False: scoring only (evaluation with recon_crop; zero-filled and CS-TV need no
+    # network). No network input and no --crop_size check: "measured" (with ``measured``)
+    # holds the rows of each file's recon crop, so files of any recon size are read,
+    # also those narrower or shorter than crop_size that a network could not take.
+    network_input: bool = True
     # (count, index): training reads only the shard files index, index + count, ...
     # (a multi-worker run's file-level split of the data; workers draw different masks).
     file_shard: tuple[int, int] = (1, 0)
@@ -144,7 +149,8 @@ def recon_crop_of(recon_size, width):
 
 
 def _recon_frame(features, mask, layout, has_target):
-    """(zero-filled magnitude [h, w], target [h, w] or None) at the record's recon crop."""
+    """(measured hybrid rows [(C,) h, W], zero-filled magnitude [h, w], target [h, w] or
+    None) at the record's recon crop."""
     data = features["kspace"]
     height, width = recon_crop_of(features["recon_size"], tf.shape(data)[-1])
     if layout == "hybrid":
@@ -155,7 +161,22 @@ def _recon_frame(features, mask, layout, has_target):
     image = transforms.center_crop(transforms.columns_to_image(rows), height, width)
     zero_filled = transforms.rss(image, axis=-3) if data.shape.rank == 3 else tf.abs(image)
     target = transforms.center_crop(features["target"], height, width) if has_target else None
-    return zero_filled, target
+    return rows, zero_filled, target
+
+
+def _scored_only(features, mask, has_target, with_measured, layout):
+    """Parsed example + mask -> (inputs, target) of a scoring-only pipeline
+    (``PipelineOptions.network_input`` False): the recon-crop frame, no network input."""
+    rows, zero_filled, target = _recon_frame(features, mask, layout, has_target)
+    inputs = {key: features[key] for key in ("max_value", "volume", "slice_index", "num_slices")}
+    inputs["zero_filled_image"] = tf.ensure_shape(zero_filled, [None, None])
+    if with_measured:
+        inputs["measured"] = rows
+        inputs["mask"] = tf.cast(mask, tf.float32)
+    if not has_target:
+        return inputs
+    inputs["target_image"] = target
+    return inputs, target
 
 
 def _prepare(
@@ -194,9 +215,8 @@ def _prepare(
         inputs["mask"] = tf.cast(mask, tf.float32)
     scored_target = None
     if scored and recon_crop:
-        frame = _recon_frame(features, mask, layout, has_target)
-        inputs["zero_filled_image"] = tf.ensure_shape(frame[0], [None, None])
-        scored_target = frame[1]
+        _, zero_filled_frame, scored_target = _recon_frame(features, mask, layout, has_target)
+        inputs["zero_filled_image"] = tf.ensure_shape(zero_filled_frame, [None, None])
     elif scored:
         inputs["zero_filled_image"] = tf.ensure_shape(zero_filled, [crop_size, crop_size])
     if not has_target:
@@ -298,7 +318,8 @@ def _split(data_dir, split, options: PipelineOptions, training: bool) -> _Split:
     has_target = entry.statistics.has_target
     if training and not has_target:
         raise DataError(f"{data_dir}: split {split!r} has no targets and cannot be trained on")
-    check_crop(manifest, split, options.crop_size)
+    if options.network_input:
+        check_crop(manifest, split, options.crop_size)
     coils = list(entry.statistics.coils)
     if len(coils) != 1:
         raise DataError(
@@ -321,6 +342,8 @@ def _split(data_dir, split, options: PipelineOptions, training: bool) -> _Split:
 
 
 def _prepare_split(split: _Split, features, mask, options, scored):
+    if not options.network_input:
+        return _scored_only(features, mask, split.has_target, split.with_measured, split.layout)
     return _prepare(
         features,
         mask,
@@ -417,6 +440,8 @@ def make_dataset(data_dir, split, options: PipelineOptions, training: bool) -> t
     Evaluation: shards read in manifest order, slices of a volume contiguous and in
     order, the same fixed mask for every slice of a volume, identical on every pass.
     """
+    if not options.network_input and (training or not options.recon_crop):
+        raise ValueError("network_input=False is for evaluation at the recon crop only")
     facts = _split(data_dir, split, options, training)
     parallel = AUTOTUNE if options.parallel_calls is None else options.parallel_calls
     if training:

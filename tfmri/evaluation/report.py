@@ -209,7 +209,7 @@ def tuning_slices(config, source, spec):
     """[(measured, mask, target)] of the middle TUNE_SLICES slices of each of the first
     --cs_tune_volumes volumes of the tuning split, masked as evaluation masks them."""
     options = pipeline.PipelineOptions(
-        spec, batch_size=1, crop_size=config.crop_size, measured=True
+        spec, batch_size=1, measured=True, recon_crop=True, network_input=False
     )
     dataset = pipeline.make_dataset(source.data_dir, source.tune_split, options, training=False)
     volumes = {}
@@ -237,27 +237,31 @@ def cs_lambda_for(config, source, spec):
     if regularization != cs_tv.AUTO:
         return regularization, None
     best, scores = cs_tv.choose_lambda(
-        tuning_slices(config, source, spec), config.cs_iterations, config.crop_size
+        tuning_slices(config, source, spec), config.cs_iterations
     )
     return best, scores
 
 
-def _dataset(config, source, spec, measured=False, data_consistency=False):
+def _dataset(config, source, spec, measured=False, data_consistency=False, network=True):
+    """The evaluation dataset, scored at each file's recon crop as fastMRI scores;
+    ``network`` False: zero-filled and CS-TV only, read at any recon size."""
     options = pipeline.PipelineOptions(
         spec,
         batch_size=config.batch_size,
         crop_size=config.crop_size,
         data_consistency=data_consistency,
         measured=measured,
-        recon_crop=True,  # scored at each file's recon crop, as fastMRI scores
+        recon_crop=True,
+        network_input=network,
     )
     return pipeline.make_dataset(source.data_dir, source.split, options, training=False)
 
 
-def cs_predictor(options, crop_size):
-    """predict(inputs) -> CS-TV reconstructions [B, S, S] from the measured hybrid data."""
+def cs_predictor(options):
+    """predict(inputs) -> CS-TV reconstructions [B, h, w] at each file's recon crop, from
+    the measured hybrid data of a scoring-only dataset (its rows are the crop's)."""
     return lambda inputs: cs_tv.reconstruct_hybrid_xla(
-        inputs["measured"], inputs["mask"], options, crop_size
+        inputs["measured"], inputs["mask"], options, int(inputs["zero_filled_image"].shape[-1])
     )
 
 
@@ -302,11 +306,11 @@ def _evaluate_setting(config, source, acceleration, spec, runs, bar):
     if "cs_tv" in methods:
         regularization, tuning = cs_lambda_for(config, source, spec)
         options = cs_tv.CsTvOptions(regularization, config.cs_iterations)
-        predict = cs_predictor(options, config.crop_size)
-        dataset = _dataset(config, source, spec, measured=True)
+        predict = cs_predictor(options)
+        dataset = _dataset(config, source, spec, measured=True, network=False)
         seconds["cs_tv"] = evaluate_method("cs_tv", predict, dataset, rows, examples, bar, methods)
     else:
-        dataset = _dataset(config, source, spec)
+        dataset = _dataset(config, source, spec, network=False)
         evaluate_method("zero_filled", _zero_filled_of, dataset, rows, examples, bar, methods)
     for run in (r for r in runs if r.acceleration == acceleration):
         model = run.load()
