@@ -187,3 +187,46 @@ def test_fused_adam_follows_keras_adam():
     assert moved > 0.05  # 8 steps of 1e-2 moved the weights far beyond the tolerance
     for a, b in zip(reference, fused):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_padded_validation_batches_score_like_the_real_slices():
+    # Under a strategy every replica needs a slice: validation batches are padded to a
+    # multiple of the replicas with slices weighted 0, which leave the metrics unchanged.
+    from tfmri.training import train
+
+    rng = np.random.default_rng(3)
+    inputs = {
+        "zero_filled": rng.standard_normal((3, 32, 32, 1)).astype(np.float32),
+        "mean": np.zeros(3, np.float32),
+        "std": np.ones(3, np.float32),
+        "max_value": np.full(3, 6.0, np.float32),
+    }
+    target = rng.standard_normal((3, 32, 32, 1)).astype(np.float32)
+    batches = tf.data.Dataset.from_tensor_slices((inputs, target)).batch(1)  # 3 batches of 1
+    padded = list(train.whole_replica_batches(batches, 2))
+    assert [int(tf.shape(t)[0]) for _, t in padded] == [2, 2, 2]
+    assert all(list(i["weight"].numpy()) == [1.0, 0.0] for i, _ in padded)
+    np.testing.assert_array_equal(padded[0][0]["zero_filled"][1], inputs["zero_filled"][0])
+
+    config = pix2pix.ModelConfig(
+        image_size=32, depth=2, base_filters=4, dropout=0.0, norm="instance", discriminator="none"
+    )
+    model = pix2pix.ReconstructionModel(config)
+    model.compile(keras.optimizers.Adam(1e-3))
+    # Another last slice per batch, weighted 0: the same figures as the 3 slices alone.
+    skewed = train.whole_replica_batches(batches, 2).map(
+        lambda i, t: (
+            {**i, "zero_filled": i["zero_filled"] * tf.constant([1.0, 9.0])[:, None, None, None]},
+            t,
+        )
+    )
+    plain = model.evaluate(batches, verbose=0, return_dict=True)
+    weighted = model.evaluate(skewed, verbose=0, return_dict=True)
+    for name in ("G_L1", "nmse", "psnr", "ssim"):
+        assert math.isclose(plain[name], weighted[name], rel_tol=1e-6), name
+    unweighted = model.evaluate(
+        skewed.map(lambda i, t: ({k: v for k, v in i.items() if k != "weight"}, t)),
+        verbose=0,
+        return_dict=True,
+    )
+    assert not math.isclose(plain["G_L1"], unweighted["G_L1"], rel_tol=1e-3)

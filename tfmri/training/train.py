@@ -287,6 +287,33 @@ def comparison_image(model, inputs):
     )
 
 
+def whole_replica_batches(dataset, replicas):
+    """Validation batches padded to a multiple of ``replicas`` slices, with
+    ``inputs["weight"]`` 1 for the real slices and 0 for the padding (copies of the
+    batch's first slice), which the validation metrics leave out.
+
+    A strategy splits each batch over its replicas; a batch smaller than their count
+    (the last one, or every one when data consistency reads slices of several widths
+    one at a time) would leave a replica an empty batch, on which TensorFlow's CPU
+    convolution fails ("input depth must be evenly divisible by filter depth").
+    """
+    if replicas == 1:
+        return dataset
+
+    def pad(inputs, target):
+        size = tf.shape(target)[0]
+        missing = (-size) % replicas
+
+        def padded(x):
+            return tf.concat([x, tf.repeat(x[:1], missing, axis=0)], axis=0)
+
+        inputs = {key: padded(value) for key, value in inputs.items()}
+        inputs["weight"] = tf.concat([tf.ones([size]), tf.zeros([missing])], axis=0)
+        return inputs, padded(target)
+
+    return dataset.map(pad)
+
+
 def fixed_validation_slices(dataset, count):
     """The middle slice of each of the first ``count`` validation volumes: [(inputs, target)]."""
     if count == 0:
@@ -313,7 +340,8 @@ class EpochLoop:
         images = fixed_validation_slices(validation, run.runtime.num_images) if chief else None
         # Every worker evaluates the whole validation split (the means are then the
         # same on all, and so is their average).
-        self.validation = validation.map(model_inputs).with_options(_no_auto_sharding())
+        validation = whole_replica_batches(validation.map(model_inputs), plan.replicas)
+        self.validation = validation.with_options(_no_auto_sharding())
         self.guard = callbacks.DivergenceGuard(self.state)
         runtime_config = run.runtime
         self.callbacks = [
