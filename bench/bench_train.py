@@ -11,6 +11,9 @@ the model is timed:
   MirroredStrategy), and float32 on 2 worker processes on this machine
   (MultiWorkerMirroredStrategy, TF_CONFIG as tools/launch_local_cluster.py writes it),
   in slices/s;
+* the demo's cascade generator (configs/demo_cascade.cfg) and the demo's U-Net with data
+  consistency, as configs/demo.cfg trains it, side by side (float32; the cascade also in
+  mixed_bfloat16), on batches with measured k-space 368 columns wide;
 * the pix2pix reference setting: unet_256 generator (8 levels, 64 filters, batch
   norm, dropout 0.5) + 70 x 70 PatchGAN, 256 x 256, batch 1, float32, in
   iterations/s, and the same step in PyTorch (bench/torch_pix2pix.py, written from
@@ -61,6 +64,10 @@ DEMO = dict(
     d_base_filters=16,
     d_norm="instance",
 )
+# The demo's cascade generator (configs/demo_cascade.cfg): 5 stages of a depth-3,
+# 16-filter U-Net on the complex image, data consistency after each; k-space 368 wide.
+DEMO_DC = dict(DEMO, data_consistency=True)  # configs/demo.cfg trains with it
+CASCADE = dict(DEMO, generator="cascade", cascades=5, depth=3, data_consistency=True)
 REFERENCE = dict(
     image_size=256,
     depth=8,
@@ -80,6 +87,9 @@ CASES = {
     "demo float32, 2 workers": (DEMO, 8, "float32", WORKERS),
     "demo mixed_bfloat16, 1 replica": (DEMO, 8, "mixed_bfloat16", 1),
     "demo mixed_bfloat16, 2 replicas": (DEMO, 8, "mixed_bfloat16", 2),
+    "demo data-consistency float32, 1 replica": (DEMO_DC, 8, "float32", 1),
+    "demo cascade float32, 1 replica": (CASCADE, 8, "float32", 1),
+    "demo cascade mixed_bfloat16, 1 replica": (CASCADE, 8, "mixed_bfloat16", 1),
     "reference float32, batch 1": (REFERENCE, 1, "float32", 1),
     PYTORCH: (None, 1, "float32", 1),
     "reference mixed_bfloat16, batch 1": (REFERENCE, 1, "mixed_bfloat16", 1),
@@ -119,6 +129,13 @@ def run_case(name):
         "std": np.ones(batch, np.float32),
         "max_value": np.full(batch, 6.0, np.float32),
     }
+    if network.get("data_consistency"):
+        width = 368  # fastMRI knee k-space width
+        shape = (batch, size, width)
+        measured = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+        mask = (rng.random((batch, width)) < 0.125).astype(np.float32)
+        inputs["measured"] = (measured * mask[:, None, :]).astype(np.complex64)
+        inputs["mask"] = mask
     data = tf.data.Dataset.from_tensors((inputs, target)).repeat()
     fixed = tf.data.Options()  # as tfmri.train's pipeline: no tf.data autotuner
     fixed.autotune.enabled = False
@@ -128,7 +145,17 @@ def run_case(name):
     model.fit(data, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False)  # trace, warm up
     clock = step_clock()
     model.fit(data, epochs=1, steps_per_epoch=FLAGS.steps + 1, verbose=0, callbacks=[clock])
-    print(json.dumps({"case": name, **clock.summary(), "batch": batch}))
+    cost = {"parameters": model.generator.count_params(), "gflops": generator_gflops(model)}
+    print(json.dumps({"case": name, **clock.summary(), "batch": batch, **cost}))
+
+
+def generator_gflops(model):
+    """GFLOPs of the generator's convolutions per slice (tfmri.models.networks.conv_flops)."""
+    from tfmri.models import networks
+
+    generator = model.generator
+    flops = generator.conv_flops() if hasattr(generator, "conv_flops") else None
+    return (networks.conv_flops(generator) if flops is None else flops) / 1e9
 
 
 def step_clock():
@@ -223,6 +250,11 @@ def main(argv):
             )
         else:
             print(f"{name:<36}{1 / middle:8.2f} it/s [{1 / slow:.2f}-{1 / fast:.2f}]")
+    print("\ngenerators: parameters, GFLOPs per slice (convolutions, 2 per multiply-add)")
+    for name, results in runs.items():
+        if "parameters" in results[0]:
+            cost = results[0]
+            print(f"{name:<44}{cost['parameters'] / 1e6:8.3f} M {cost['gflops']:8.2f} GFLOPs")
     for name in (n for n in runs if n.startswith("reference")):
         if PYTORCH in medians:
             ratio = medians[PYTORCH] / medians[name]

@@ -16,6 +16,9 @@ REQUIRED = {
     "knee_singlecoil_8x_pix2pix.cfg",
     "knee_singlecoil_4x_pix2pix.cfg",
     "knee_singlecoil_8x_unet.cfg",
+    "demo_cascade.cfg",
+    "knee_singlecoil_8x_cascade.cfg",
+    "knee_singlecoil_4x_cascade.cfg",
 }
 
 
@@ -48,8 +51,12 @@ def test_config_is_a_valid_recipe(parsed_flags, path):
         assert model.discriminator == "pixel" and flags.FLAGS.learning_rate < 2e-4
     if name == "knee_singlecoil_4x_pix2pix.cfg":
         assert spec.accelerations == (4,) and spec.center_fractions == (0.08,)
-    if "unet" in name:
+    if "unet" in name or "cascade_l1" in name:
         assert model.discriminator == "none"
+    if "cascade" in name:
+        assert model.generator == "cascade" and model.data_consistency
+    else:
+        assert model.generator == "unet"
 
 
 def _training_runs(parsed_flags):

@@ -10,7 +10,9 @@
 4. trains pix2pix with ``configs/demo.cfg`` and evaluates it,
 5. trains the L1 U-Net baseline with ``configs/demo_unet.cfg`` and evaluates it,
 6. with ``--with_4x``, also trains both at 4x (``configs/demo_4x.cfg``,
-   ``configs/demo_unet_4x.cfg``); the configs train with k-space data consistency,
+   ``configs/demo_unet_4x.cfg``); with ``--with_cascade``, also the cascade generator
+   with and without the discriminator (``configs/demo_cascade*.cfg``), at 8x (and 4x);
+   the configs train with k-space data consistency,
    ``--nodata_consistency`` trains every run without it, into ``<workdir>/<run>_nodc``,
 7. writes the comparison report (``tfmri.report``, ``configs/report_demo.cfg``):
    zero-filled, CS-TV, U-Net and pix2pix side by side, at 8x (and 4x), on the
@@ -53,6 +55,13 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Where the synthetic data, TFRecords and runs go.")
 flags.DEFINE_bool("with_4x", False, "Also train at 4x and report 4x next to 8x.")
 flags.DEFINE_bool(
+    "with_cascade",
+    False,
+    "Also train the cascade generator, with the discriminator (configs/demo_cascade.cfg) and "
+    "with L1 alone (configs/demo_cascade_l1.cfg), about as long as the U-Net runs, and "
+    "report it next to them.",
+)
+flags.DEFINE_bool(
     "data_consistency",
     True,
     "Train with k-space data consistency, as the demo configs do (the learned methods keep "
@@ -76,6 +85,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 RUNS_8X = (("pix2pix", "demo.cfg"), ("unet", "demo_unet.cfg"))
 RUNS_4X = (("pix2pix_4x", "demo_4x.cfg"), ("unet_4x", "demo_unet_4x.cfg"))
+# The run names are the report's method names (pix2pix.ModelConfig.method).
+CASCADE_8X = (("pix2pix_cascade", "demo_cascade.cfg"), ("cascade", "demo_cascade_l1.cfg"))
+CASCADE_4X = (
+    ("pix2pix_cascade_4x", "demo_cascade_4x.cfg"),
+    ("cascade_4x", "demo_cascade_l1_4x.cfg"),
+)
 MAIN_ACCELERATION = 8
 # Records which checkpoint the last export came from, so a rerun does not export again.
 EXPORT_RECORD = "savedmodel.json"
@@ -95,6 +110,7 @@ class DemoConfig:
     data_seed: int = 0
     data_source: str = "natural"
     with_4x: bool = False
+    with_cascade: bool = False
     data_consistency: bool = True
     check_set: bool = True
     train_flags: tuple = ()
@@ -104,12 +120,24 @@ class DemoConfig:
         """Of the run and report directories: runs without data consistency are apart."""
         return "" if self.data_consistency else "_nodc"
 
+    def runs(self, only_8x=False):
+        """[(run name, config file)] of the runs it trains, the 8x ones first."""
+        runs = RUNS_8X + (CASCADE_8X if self.with_cascade else ())
+        if self.with_4x and not only_8x:
+            runs += RUNS_4X + (CASCADE_4X if self.with_cascade else ())
+        return [(name + self.suffix, config_file) for name, config_file in runs]
+
 
 def demo_config(values) -> DemoConfig:
     """The DemoConfig of the flags of ``values`` (absl FlagValues), checked."""
     if values.num_volumes < 3:
         raise UserError(f"--num_volumes={values.num_volumes}: must be >= 3 (train, val, test)")
     synthetic_flags.check_counts(values, ("num_slices",))
+    if values.with_cascade and not values.data_consistency:
+        raise UserError(
+            "--with_cascade --nodata_consistency: the cascade generator puts the measured "
+            "k-space back after every stage; drop one of them"
+        )
     return DemoConfig(
         workdir=os.path.abspath(values.workdir),
         export_dir=os.path.abspath(values.export_dir),
@@ -119,6 +147,7 @@ def demo_config(values) -> DemoConfig:
         data_seed=values.data_seed,
         data_source=values.data_source,
         with_4x=values.with_4x,
+        with_cascade=values.with_cascade,
         data_consistency=values.data_consistency,
         check_set=values.check_set,
         train_flags=tuple(values.train_flag),
@@ -275,8 +304,8 @@ def make_data(config: DemoConfig):
 
 def train_runs(config: DemoConfig, records_dir):
     """Steps 4-6: trains (and evaluates the 8x runs); returns [(run name, config file)]."""
-    runs = RUNS_8X + (RUNS_4X if config.with_4x else ())
-    runs = [(name + config.suffix, config_file) for name, config_file in runs]
+    runs = config.runs()
+    evaluated = len(config.runs(only_8x=True))
     for index, (name, config_file) in enumerate(runs):
         model_dir = os.path.join(config.workdir, name)
         overrides = [f"--data_dir={records_dir}", f"--model_dir={model_dir}"]
@@ -284,7 +313,7 @@ def train_runs(config: DemoConfig, records_dir):
         overrides += list(config.train_flags)
         flagfile = os.path.join(CONFIGS, config_file)
         _run("tfmri.train", flagfile, overrides)
-        if index < len(RUNS_8X):
+        if index < evaluated:
             _run("tfmri.evaluate", flagfile, overrides)
     return runs
 
@@ -304,6 +333,8 @@ def write_report(config: DemoConfig, records_dir, check_dir, runs):
         *settings,
     ]
     overrides += [f"--check_data_dir={check_dir}"] if check_dir else []
+    if config.with_cascade:
+        overrides.append("--methods=zero_filled,cs_tv,unet,pix2pix,cascade,pix2pix_cascade")
     _run("tfmri.report", os.path.join(CONFIGS, "report_demo.cfg"), overrides)
     return report_dir
 
@@ -311,7 +342,7 @@ def write_report(config: DemoConfig, records_dir, check_dir, runs):
 def serve_recommended(config: DemoConfig, raw_dir, report_dir):
     """Steps 8-9: exports the recommended 8x run and reconstructs the test split with it."""
     # The 8x runs are named after their method.
-    candidates = [(name + config.suffix, name) for name, _ in RUNS_8X]
+    candidates = [(name, name.removesuffix(config.suffix)) for name, _ in config.runs(only_8x=True)]
     name, method, ssim = recommended_run(report_dir, candidates)
     _step(f"recommended: {name} ({method}, validation SSIM {ssim:.4f} at {MAIN_ACCELERATION}x)")
     saved_model = export_recommended(config, os.path.join(config.workdir, name))

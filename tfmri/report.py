@@ -39,7 +39,10 @@ from tfmri.flagdefs import recipe  # noqa: E402, F401 - the flags of the flagfil
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
-    "methods", list(report.METHODS), f"Methods to compare, of {', '.join(report.METHODS)}."
+    "methods",
+    list(report.DEFAULT_METHODS),
+    f"Methods to compare, of {', '.join(report.METHODS)} (cascade: the cascade generator "
+    "trained with L1 alone, pix2pix_cascade: with the discriminator).",
 )
 flags.DEFINE_list(
     "checkpoints",

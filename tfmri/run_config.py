@@ -118,6 +118,8 @@ class RuntimeConfig:
 def check_model(model: pix2pix.ModelConfig):
     """UserError naming the flag when the networks cannot be built as configured."""
     _at_least(model, ("depth", "base_filters", "d_base_filters", "n_layers"), 1)
+    if model.generator == "cascade":
+        _at_least(model, ("cascades",), 1)
     if not 0 <= model.dropout < 1:
         raise UserError(f"--dropout={model.dropout}: must be in [0, 1)")
     depth_limit = networks.max_depth(model.image_size)

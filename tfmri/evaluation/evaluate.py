@@ -39,7 +39,7 @@ def evaluate(run: run_config.RunConfig, checkpoint, output_dir, num_figure_volum
     )
     dataset = pipeline.make_dataset(data.data_dir, data.val_split, options, training=False)
     # The method is what the checkpoint is, whatever --model says.
-    label = "unet" if model.discriminator is None else "pix2pix"
+    label = model.config.method
     rows, examples = [], []
     bar = ProgressBar(entry.statistics.num_volumes, "volumes")
     reconstructed = volumes.reconstruct_volumes(volumes.model_predictor(model), dataset)

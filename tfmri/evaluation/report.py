@@ -27,8 +27,9 @@ from tfmri.evaluation import metrics, volumes
 from tfmri.progress import ProgressBar
 from tfmri.training import checkpoints
 
-METHODS = ("zero_filled", "cs_tv", "unet", "pix2pix")
-LEARNED = ("unet", "pix2pix")
+METHODS = ("zero_filled", "cs_tv", "unet", "pix2pix", "cascade", "pix2pix_cascade")
+LEARNED = ("unet", "pix2pix", "cascade", "pix2pix_cascade")
+DEFAULT_METHODS = METHODS[:4]  # the cascade generator's rows are asked for by name
 TUNE_SLICES = 2  # middle slices per volume on which --cs_lambda=auto scores each lambda
 CURVES = (
     ("train", "D_real"),
@@ -55,7 +56,7 @@ class Run:
                 f"{os.path.join(self.model_dir, run_config.RUN_CONFIG_FILE)}: missing; is "
                 f"{self.model_dir} the --model_dir of a training run?"
             )
-        self.method = "unet" if saved.model.discriminator == "none" else "pix2pix"
+        self.method = saved.model.method
         accelerations = saved.mask.accelerations
         if len(accelerations) != 1:
             raise UserError(
@@ -236,9 +237,7 @@ def cs_lambda_for(config, source, spec):
     regularization = cs_tv.parse_lambda(config.cs_lambda)
     if regularization != cs_tv.AUTO:
         return regularization, None
-    best, scores = cs_tv.choose_lambda(
-        tuning_slices(config, source, spec), config.cs_iterations
-    )
+    best, scores = cs_tv.choose_lambda(tuning_slices(config, source, spec), config.cs_iterations)
     return best, scores
 
 

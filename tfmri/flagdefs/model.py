@@ -4,7 +4,23 @@ from absl import flags
 
 from tfmri.models import networks, pix2pix
 
-flags.DEFINE_enum("model", "pix2pix", ["pix2pix", "unet"], "pix2pix GAN, or the L1 U-Net baseline.")
+flags.DEFINE_enum(
+    "model",
+    "pix2pix",
+    ["pix2pix", "unet"],
+    "pix2pix: the generator trained against the discriminator (GAN + L1 loss); unet: "
+    "with L1 alone (with --generator=unet, fastMRI's U-Net baseline).",
+)
+flags.DEFINE_enum(
+    "generator",
+    "unet",
+    list(pix2pix.GENERATORS),
+    "unet: pix2pix's U-Net on the magnitude image; cascade: --cascades small U-Nets "
+    "(--depth, --base_filters, --norm, --dropout) on the complex image, the measured "
+    "k-space put back after each (needs --data_consistency).",
+)
+flags.DEFINE_integer("cascades", 5, "Stages of --generator=cascade.")
+flags.DEFINE_boolean("share_weights", False, "--generator=cascade: one U-Net for every stage.")
 flags.DEFINE_integer("depth", 6, "U-Net down-sampling steps (at most 6 for 320 x 320).")
 flags.DEFINE_integer("base_filters", 64, "Filters of the U-Net's outermost level.")
 flags.DEFINE_float(

@@ -60,12 +60,30 @@ def consistent_hybrid(image, measured, mask, maps=None):
     coil_images = transforms.columns_to_image(measured)
     if maps is None:
         estimate = _with_phase(image, coil_images)
-        sampled = tf.cast(mask[:, None, :], measured.dtype)
     else:
         estimate = coils.expand(_with_phase(image, coils.combine(coil_images, maps)), maps)
-        sampled = tf.cast(mask[:, None, None, :], measured.dtype)
-    columns = transforms.image_to_columns(estimate)
+    return put_back(estimate, measured, mask)
+
+
+def put_back(coil_images, measured, mask):
+    """The hybrid data of complex ``coil_images`` (the shape of ``measured``: [B, S, W]
+    or [B, C, S, W]) with their sampled columns replaced by the ``measured`` ones."""
+    sampled = tf.cast(mask, measured.dtype)[:, None, :]
+    if measured.shape.rank == 4:
+        sampled = sampled[:, None]
+    columns = transforms.image_to_columns(coil_images)
     return sampled * measured + (1 - sampled) * columns
+
+
+def complex_consistent(image, measured, mask, maps=None):
+    """complex64 [B, S, W]: the complex image [B, S, W] (rows of the crop, every column)
+    with the measured columns put back; multi-coil through ``maps`` [B, C, S, W]
+    (expanded to coil images, put back coil by coil, combined). The measured data and
+    the image are in the same units (a cascade divides both by the slice's std)."""
+    if maps is None:
+        return transforms.columns_to_image(put_back(image, measured, mask))
+    coil_images = transforms.columns_to_image(put_back(coils.expand(image, maps), measured, mask))
+    return coils.combine(coil_images, maps)
 
 
 def maps_of(inputs):

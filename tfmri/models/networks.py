@@ -121,6 +121,8 @@ def unet_generator(
     output_activation="linear",
     name="generator",
     channels=1,
+    out_channels=1,
+    zero_output=False,
 ) -> keras.Model:
     """The pix2pix U-Net: ``depth`` stride-2 4 x 4 convolutions down, as many transposed up.
 
@@ -132,33 +134,60 @@ def unet_generator(
 
     Args:
       image_size: side of the square input; must halve cleanly ``depth`` times.
-      channels: input channels; the first is the zero-filled magnitude the residual is
-        added to (3: magnitude, then the complex zero-filled image as real and imaginary).
+      channels: input channels; the first ``out_channels`` are what the residual is
+        added to (3: the zero-filled magnitude, then the complex zero-filled image as
+        real and imaginary).
+      out_channels: output channels (2: a complex image, as a cascade stage predicts).
+      zero_output: start the last convolution at zero, so that a residual network
+        starts as the identity (a cascade's stages: its untrained stages add nothing).
 
     Returns:
       keras.Model: float32 ``[batch, image_size, image_size, channels]`` ->
-      ``[batch, image_size, image_size, 1]``, float32.
+      ``[batch, image_size, image_size, out_channels]``, float32.
     """
     _check_unet(image_size, depth, dropout, norm, output_activation)
     image = keras.Input((image_size, image_size, channels), name="zero_filled")
     skips = _unet_encoder(image, image_size, depth, base_filters, norm)
     x = _unet_decoder(skips, image_size, depth, base_filters, dropout, norm)
     x = keras.layers.ReLU(name="out_act")(x)
-    x = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", name="out_conv")(x)
+    x = keras.layers.Conv2DTranspose(
+        out_channels,
+        4,
+        strides=2,
+        padding="same",
+        kernel_initializer="zeros" if zero_output else "glorot_uniform",
+        name="out_conv",
+    )(x)
     if output_activation == "tanh":
         x = keras.layers.Activation("tanh", name="out_tanh")(x)
         x = keras.layers.Rescaling(transforms.NORMALIZATION_CLAMP, name="out_scale")(x)
     x = keras.layers.Activation("linear", dtype="float32", name="out_float32")(x)
     if residual:
-        magnitude = (
+        corrected = (
             image
-            if channels == 1
+            if channels == out_channels
             else keras.layers.Lambda(
-                lambda channel_stack: channel_stack[..., :1], name="magnitude"
+                lambda channel_stack: channel_stack[..., :out_channels], name="magnitude"
             )(image)
         )
-        x = keras.layers.Add(dtype="float32", name="residual")([magnitude, x])
+        x = keras.layers.Add(dtype="float32", name="residual")([corrected, x])
     return keras.Model(image, x, name=name)
+
+
+def conv_flops(network) -> int:
+    """Floating-point operations (2 per multiply-add) of the convolutions of a functional
+    ``network`` per example: ``2 k_h k_w C_in C_out`` per output pixel of a convolution,
+    per input pixel of a transposed one. Biases, norms and activations are not counted."""
+    total = 0
+    for layer in network.layers:
+        if not isinstance(layer, keras.layers.Conv2D | keras.layers.Conv2DTranspose):
+            continue
+        kernel_h, kernel_w, *_ = layer.kernel.shape
+        channels_in, channels_out = layer.input.shape[-1], layer.output.shape[-1]
+        grid = layer.input if isinstance(layer, keras.layers.Conv2DTranspose) else layer.output
+        pixels = grid.shape[1] * grid.shape[2]
+        total += 2 * kernel_h * kernel_w * channels_in * channels_out * pixels
+    return int(total)
 
 
 def _check_unet(image_size, depth, dropout, norm, output_activation):

@@ -20,10 +20,11 @@ import keras
 import tensorflow as tf
 
 from tfmri.data import transforms
-from tfmri.models import consistency, image_metrics, networks, optimizers
+from tfmri.models import cascade, consistency, image_metrics, networks, optimizers
 
 DISCRIMINATORS = ("patch", "pixel", "none")
 GENERATOR_INPUTS = ("magnitude", "complex")
+GENERATORS = ("unet", "cascade")
 GAN_MODES = ("vanilla", "lsgan")
 
 
@@ -50,6 +51,12 @@ class ModelConfig:
     # What the generator sees: the zero-filled magnitude, or also the complex zero-filled
     # image (coil-combined with estimated maps multi-coil) as 2 more channels.
     generator_input: str = "magnitude"
+    # The generator: one U-Net, or a cascade of ``cascades`` small U-Nets (depth,
+    # base_filters, dropout, norm) on the complex image with data consistency after each
+    # (tfmri.models.cascade), one U-Net for all stages with ``share_weights``.
+    generator: str = "unet"
+    cascades: int = 5
+    share_weights: bool = False
 
     def __post_init__(self):
         if self.discriminator not in DISCRIMINATORS:
@@ -72,8 +79,50 @@ class ModelConfig:
             raise ValueError(
                 "generator_input complex needs the measured data: add --data_consistency"
             )
+        if self.generator not in GENERATORS:
+            raise ValueError(
+                f"generator must be one of {', '.join(GENERATORS)}, got {self.generator!r}"
+            )
+        if self.generator == "cascade":
+            self._check_cascade()
+
+    @property
+    def method(self) -> str:
+        """The method's name in evaluations and reports: its generator trained with L1
+        alone (``unet``, ``cascade``) or against the discriminator (``pix2pix``,
+        ``pix2pix_cascade``)."""
+        gan = self.discriminator != "none"
+        if self.generator == "cascade":
+            return "pix2pix_cascade" if gan else "cascade"
+        return "pix2pix" if gan else "unet"
+
+    def _check_cascade(self):
+        if not self.data_consistency:
+            raise ValueError(
+                "generator cascade puts the measured k-space back after every stage: add "
+                "--data_consistency"
+            )
+        if self.cascades < 0:
+            raise ValueError(f"cascades must be >= 0, got {self.cascades}")
+        if self.generator_input != "magnitude" or not self.residual:
+            raise ValueError(
+                "generator cascade sees the complex image and its stages are residual: "
+                "leave --generator_input and --residual at their defaults"
+            )
+        if self.output_activation != "linear":
+            raise ValueError("generator cascade: its stages have a linear output")
 
     def build_generator(self):
+        if self.generator == "cascade":
+            return cascade.CascadeGenerator(
+                self.image_size,
+                self.cascades,
+                self.share_weights,
+                self.depth,
+                self.base_filters,
+                self.dropout,
+                self.norm,
+            )
         return networks.unet_generator(
             self.image_size,
             self.depth,
@@ -196,6 +245,9 @@ class ReconstructionModel(keras.Model):
             if self.config.data_consistency:
                 raise ValueError("a data-consistency model needs the pipeline's inputs dict")
             return self.generator(inputs, training=training)
+        if self.config.generator == "cascade":
+            keys = ("measured", "mask", "mean", "std")
+            return self.generator({key: inputs[key] for key in keys}, training=training)
         generator_input = inputs["zero_filled"]
         # Multi-coil maps, estimated once for the complex input and data consistency.
         maps = consistency.maps_of(inputs) if self.config.data_consistency else None
@@ -259,10 +311,12 @@ class ReconstructionModel(keras.Model):
 
     def test_step(self, data):
         inputs, target = data
+        # Slices weighted 0 pad a batch to whole replica batches (training.train).
+        weight = inputs.get("weight")
         fake = self(inputs, training=False)
         for name, values in self._reconstruction_losses(inputs, target, fake).items():
-            self.trackers[name].update_state(values)
-        self._update_image_metrics(inputs, target, fake)
+            self.trackers[name].update_state(values, sample_weight=weight)
+        self._update_image_metrics(inputs, target, fake, weight)
         return _logs(
             {
                 name: self.trackers[name].result()
@@ -271,7 +325,7 @@ class ReconstructionModel(keras.Model):
             }
         )
 
-    def _update_image_metrics(self, inputs, target, fake):
+    def _update_image_metrics(self, inputs, target, fake, weight=None):
         """Slice-averaged NMSE, PSNR and SSIM of the de-normalised prediction against the
         stored target (the evaluation pipeline's ``target_image``, never clamped); data
         without it (not from the pipeline) are scored against the de-normalised target."""
@@ -281,9 +335,13 @@ class ReconstructionModel(keras.Model):
             gt = _denormalize(target, inputs)
         prediction = _denormalize(tf.cast(fake, tf.float32), inputs)
         data_range = inputs["max_value"]
-        self.trackers["nmse"].update_state(image_metrics.nmse(gt, prediction))
-        self.trackers["psnr"].update_state(image_metrics.psnr(gt, prediction, data_range))
-        self.trackers["ssim"].update_state(image_metrics.ssim(gt, prediction, data_range))
+        scores = {
+            "nmse": image_metrics.nmse(gt, prediction),
+            "psnr": image_metrics.psnr(gt, prediction, data_range),
+            "ssim": image_metrics.ssim(gt, prediction, data_range),
+        }
+        for name, values in scores.items():
+            self.trackers[name].update_state(values, sample_weight=weight)
 
     def get_config(self):
         return {**super().get_config(), "config": dataclasses.asdict(self.config)}
