@@ -123,3 +123,28 @@ def test_main_job_refuses_to_mix_data_sources(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert "--data_source=natural" in last and "knee" in last
     assert os.listdir(raw) == ["source.json"]
+
+
+def test_with_cascade_trains_the_cascade_runs_next_to_the_unet_ones(tmp_path):
+    from tests.conftest import run_app
+    from tfmri import demo
+
+    config = demo.DemoConfig(str(tmp_path), str(tmp_path), with_4x=True, with_cascade=True)
+    names = [name for name, _ in config.runs()]
+    assert names == [
+        "pix2pix",
+        "unet",
+        "pix2pix_cascade",
+        "cascade",
+        "pix2pix_4x",
+        "unet_4x",
+        "pix2pix_cascade_4x",
+        "cascade_4x",
+    ]
+    assert [name for name, _ in config.runs(only_8x=True)] == names[:4]
+    result = run_app(
+        "tfmri.demo", f"--workdir={tmp_path / 'runs'}", "--with_cascade", "--nodata_consistency"
+    )
+    assert result.returncode == 1
+    assert "--with_cascade --nodata_consistency" in result.stderr.strip().splitlines()[-1]
+    assert not os.path.exists(tmp_path / "runs")
