@@ -231,22 +231,10 @@ def test_report_names_cascade_rows_apart_from_the_unet(cascade_export, exported,
 
 
 def test_multicoil_cascade_trains(multicoil_records, tmp_path):
+    from tests.test_multicoil import train_multicoil_unet
+
     _, records = multicoil_records
-    model_dir = str(tmp_path / "multicoil")
-    result = run_app(
-        "tfmri.train",
-        f"--data_dir={records}",
-        f"--model_dir={model_dir}",
-        "--train_split=multicoil_train",
-        "--val_split=multicoil_val",
-        "--model=unet",
-        *TINY,
-        "--batch_size=1",
-        "--epochs=1",
-        "--epochs_decay=0",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    config = checkpoints.read_model_config(model_dir)["config"]
+    config = train_multicoil_unet(records, str(tmp_path / "multicoil"), *TINY, "--batch_size=1")
     assert config["multicoil"] and config["generator"] == "cascade"
 
 

@@ -125,12 +125,20 @@ def test_main_job_refuses_to_mix_data_sources(tmp_path):
     assert os.listdir(raw) == ["source.json"]
 
 
-def test_with_cascade_trains_the_cascade_runs_next_to_the_unet_ones(tmp_path):
-    from tests.conftest import run_app
-    from tfmri import demo
+# tfmri.demo defines a --data_consistency of its own: it is imported only in processes
+# of its own, never next to the training flags.
+LIST_RUNS = """
+import json
+from tfmri import demo
+config = demo.DemoConfig("w", "e", with_4x=True, with_cascade=True)
+print(json.dumps([[n for n, _ in config.runs()], [n for n, _ in config.runs(only_8x=True)]]))
+"""
 
-    config = demo.DemoConfig(str(tmp_path), str(tmp_path), with_4x=True, with_cascade=True)
-    names = [name for name, _ in config.runs()]
+
+def test_with_cascade_trains_the_cascade_runs_next_to_the_unet_ones(tmp_path):
+    listed = run_tool("-c", LIST_RUNS)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    names, names_8x = json.loads(listed.stdout.strip().splitlines()[-1])
     assert names == [
         "pix2pix",
         "unet",
@@ -141,9 +149,13 @@ def test_with_cascade_trains_the_cascade_runs_next_to_the_unet_ones(tmp_path):
         "pix2pix_cascade_4x",
         "cascade_4x",
     ]
-    assert [name for name, _ in config.runs(only_8x=True)] == names[:4]
-    result = run_app(
-        "tfmri.demo", f"--workdir={tmp_path / 'runs'}", "--with_cascade", "--nodata_consistency"
+    assert names_8x == names[:4]
+    result = run_tool(
+        "-m",
+        "tfmri.demo",
+        f"--workdir={tmp_path / 'runs'}",
+        "--with_cascade",
+        "--nodata_consistency",
     )
     assert result.returncode == 1
     assert "--with_cascade --nodata_consistency" in result.stderr.strip().splitlines()[-1]

@@ -146,9 +146,9 @@ def test_report_has_learned_multicoil_rows(multicoil_export, tmp_path):
         assert all(np.isfinite(scores[name]["mean"]) for name in ("nmse", "psnr", "ssim"))
 
 
-def test_unet_trains_on_multicoil_data_with_consistency(multicoil_records, tmp_path):
-    _, records = multicoil_records
-    model_dir = str(tmp_path / "unet")
+def train_multicoil_unet(records, model_dir, *flags):
+    """Trains one epoch of ``--model=unet`` (L1 alone) with ``flags`` on the multi-coil
+    splits; returns the run's model config."""
     result = run_app(
         "tfmri.train",
         f"--data_dir={records}",
@@ -156,12 +156,17 @@ def test_unet_trains_on_multicoil_data_with_consistency(multicoil_records, tmp_p
         "--train_split=multicoil_train",
         "--val_split=multicoil_val",
         "--model=unet",
-        *TINY,
+        *flags,
         "--epochs=1",
         "--epochs_decay=0",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    config = checkpoints.read_model_config(model_dir)["config"]
+    return checkpoints.read_model_config(model_dir)["config"]
+
+
+def test_unet_trains_on_multicoil_data_with_consistency(multicoil_records, tmp_path):
+    _, records = multicoil_records
+    config = train_multicoil_unet(records, str(tmp_path / "unet"), *TINY)
     assert config["multicoil"] and config["discriminator"] == "none"
 
 
