@@ -112,8 +112,8 @@ class CascadeGenerator(keras.Model):
         left = transforms.width_crop_start(tf.shape(image)[-1], size)
         square = transforms.crop_width(image, size)
         channels = tf.stack([tf.math.real(square), tf.math.imag(square)], axis=-1)
-        # The crop's width is static: a mirrored replica's functional network otherwise
-        # met a [B, S, None, 2] input (k-space widths differ between batches).
+        # The square's side is the network's input size; the graph does not know it
+        # (crop_width slices at a computed column, k-space widths differ by batch).
         channels = tf.ensure_shape(channels, [None, size, size, 2])
         output = tf.cast(network(channels, training=training), tf.float32)
         corrected = tf.complex(output[..., 0], output[..., 1])
