@@ -195,8 +195,6 @@ def sweep(volumes):
 
 @cli.user_errors_to_exit
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     try:
         regularization = cs_tv.parse_lambda(FLAGS.cs_lambda)
         cs_tv.CsTvOptions(cs_tv.DEFAULT_LAMBDA, FLAGS.cs_iterations)

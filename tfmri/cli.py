@@ -65,11 +65,14 @@ def fail(message, status=1):
 
 
 def user_errors_to_exit(main):
-    """Wraps an absl ``main`` so that a user error prints one line and exits non-zero."""
+    """Wraps an absl ``main`` so that a user error prints one line and exits non-zero;
+    positional arguments are one (every option of the applications is a --flag)."""
 
     @functools.wraps(main)
     def wrapped(argv):
         try:
+            if len(argv) > 1:
+                raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
             return main(argv)
         except USER_ERRORS as error:
             fail(str(error))

@@ -37,8 +37,6 @@ flags.DEFINE_string("output", "reconstruction.npy", "Where to save the [B, S, S]
 
 @cli.user_errors_to_exit
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if not FLAGS.input or not os.path.exists(FLAGS.input):
         raise UserError(f"--input={FLAGS.input}: no such file")
     if not FLAGS.model_name:

@@ -40,8 +40,6 @@ flags.DEFINE_boolean(
 
 @cli.user_errors_to_exit
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     for name, what in (
         ("input_dir", "the fastMRI .h5 files"),
         ("output_dir", "where the shards go"),

@@ -364,8 +364,6 @@ def demo(config: DemoConfig):
 
 @cli.user_errors_to_exit
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     demo(demo_config(FLAGS))
 
 

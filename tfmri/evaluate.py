@@ -27,8 +27,6 @@ flags.DEFINE_integer("num_figure_volumes", 4, "Volumes shown in examples.png.")
 
 @cli.user_errors_to_exit
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     run = recipe.run_config_of(FLAGS)
     run.data.check_exists()
     if FLAGS.num_figure_volumes < 1:

@@ -26,8 +26,6 @@ FLAGS = flags.FLAGS
 
 @cli.user_errors_to_exit
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if not FLAGS.model_name or not re.fullmatch(r"[A-Za-z0-9_.-]+", FLAGS.model_name):
         raise UserError(f"--model_name={FLAGS.model_name}: give a name of letters, digits, _ . -")
     if FLAGS.version is not None and FLAGS.version < 1:

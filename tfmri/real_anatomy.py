@@ -33,8 +33,6 @@ DEFAULT_SLICES = 6
 
 @cli.user_errors_to_exit
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if not FLAGS.output_dir:
         raise UserError("--output_dir is required: where singlecoil_val/ goes")
     synthetic.check_counts(FLAGS, ("num_slices", "coils"))

@@ -27,8 +27,6 @@ flags.DEFINE_string("saved_model", None, "An exported model version: savedmodel/
 
 @cli.user_errors_to_exit
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     for name in ("saved_model", "input_dir", "output_dir"):
         if not FLAGS[name].value:
             raise UserError(f"--{name} is required")

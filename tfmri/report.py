@@ -132,8 +132,6 @@ def report_config(values) -> report.ReportConfig:
 
 @cli.user_errors_to_exit
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     config = report_config(FLAGS)
     runtime.configure()
     document = report.report(config, FLAGS.report_dir)

@@ -31,8 +31,6 @@ DEFAULT_SLICES = 12
 
 @cli.user_errors_to_exit
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     if not FLAGS.output_dir:
         raise UserError("--output_dir is required: where the split sub-directories go")
     synthetic_flags.check_counts(FLAGS, ("num_volumes", "num_slices", "coils"))

@@ -17,7 +17,6 @@ from tfmri import cli
 
 cli.quiet_tensorflow()
 
-from tfmri.errors import UserError  # noqa: E402
 from tfmri.flagdefs import recipe  # noqa: E402
 from tfmri.training import train  # noqa: E402
 
@@ -26,8 +25,6 @@ FLAGS = flags.FLAGS
 
 @cli.user_errors_to_exit
 def main(argv):
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
     run = recipe.run_config_of(FLAGS)
     final = train.train(run)
     if final:
