@@ -73,10 +73,7 @@ class CascadeGenerator(keras.Model):
     def call(self, inputs, training=False):
         std = tf.cast(inputs["std"], tf.float32) + transforms.NORMALIZATION_EPS
         square = transforms.crop_width(self.complex_image(inputs, training), self.image_size)
-        # sqrt(re^2 + im^2 + tiny): the gradient of |z| is undefined at 0.
-        magnitude = tf.sqrt(
-            tf.square(tf.math.real(square)) + tf.square(tf.math.imag(square)) + 1e-30
-        )
+        magnitude = consistency.smooth_abs(square)
         mean = tf.reshape(tf.cast(inputs["mean"], tf.float32) / std, [-1, 1, 1])
         return (magnitude - mean)[..., None]
 
@@ -93,18 +90,18 @@ class CascadeGenerator(keras.Model):
         if maps is not None:
             image = coils.combine(image, maps)
         for index in range(self.stages):
-            network = self.networks[index % len(self.networks)]
-            image = self._stage(network, image, training)
+            image = self._stage(self._network_of(index), image, training)
             image = consistency.complex_consistent(image, measured, mask, maps)
         return image
 
     def conv_flops(self):
         """Floating-point operations of the stages' convolutions per slice (each stage's
         U-Net once per stage, shared or not; the FFTs of data consistency not counted)."""
-        if not self.stages:
-            return 0
-        per_network = [networks.conv_flops(network) for network in self.networks]
-        return sum(per_network[index % len(per_network)] for index in range(self.stages))
+        return sum(networks.conv_flops(self._network_of(index)) for index in range(self.stages))
+
+    def _network_of(self, stage):
+        """The U-Net of a stage: its own, or the one all stages share."""
+        return self.networks[stage % len(self.networks)]
 
     def _stage(self, network, image, training):
         """The image [B, S, W] with its centre square corrected by ``network``."""

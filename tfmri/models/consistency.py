@@ -86,6 +86,12 @@ def complex_consistent(image, measured, mask, maps=None):
     return coils.combine(coil_images, maps)
 
 
+def smooth_abs(image):
+    """float32 ``|image|`` of a complex image, as ``sqrt(re^2 + im^2 + tiny)``: the
+    gradient of ``tf.abs`` is undefined at 0, and a model's output is differentiated."""
+    return tf.sqrt(tf.square(tf.math.real(image)) + tf.square(tf.math.imag(image)) + 1e-30)
+
+
 def maps_of(inputs):
     """Coil maps [B, C, S, W] of multi-coil ``inputs["measured"]`` (estimated from its fully
     sampled centre), or None for single-coil data."""
@@ -128,9 +134,5 @@ def apply(normalized, inputs, maps=None):
     complex_image = transforms.columns_to_image(hybrid)
     if maps is not None:
         complex_image = coils.combine(complex_image, maps)
-    complex_image = transforms.crop_width(complex_image, tf.shape(image)[-1])
-    # sqrt(re^2 + im^2 + tiny): the gradient of |z| is undefined at 0.
-    magnitude = tf.sqrt(
-        tf.square(tf.math.real(complex_image)) + tf.square(tf.math.imag(complex_image)) + 1e-30
-    )
+    magnitude = smooth_abs(transforms.crop_width(complex_image, tf.shape(image)[-1]))
     return ((magnitude - mean) / (std + transforms.NORMALIZATION_EPS))[..., None]

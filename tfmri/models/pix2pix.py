@@ -1,9 +1,10 @@
-"""The training model: pix2pix (U-Net generator + conditional discriminator) or an L1 U-Net.
+"""The training model: pix2pix (a U-Net or cascade generator + a conditional
+discriminator), or the generator trained with L1 alone (the U-Net: fastMRI's baseline).
 
 ``ReconstructionModel.train_step`` reads like the pix2pix paper: generate, update the
 discriminator on real and (detached) generated images, then update the generator
-against the updated discriminator with GAN loss + lambda * L1. Without a discriminator (``discriminator
-= "none"``) the same model is fastMRI's L1 U-Net baseline.
+against the updated discriminator with GAN loss + lambda * L1. Without a
+discriminator (``discriminator = "none"``) the same model trains with L1 alone.
 
 Batches are the pipeline's ``(inputs, target)``: ``inputs["zero_filled"]`` and
 ``target`` float32 ``[batch, S, S, 1]`` normalised, plus ``mean``, ``std`` and
