@@ -33,6 +33,9 @@ from tfmri.data import masks, records, schema, transforms
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+# What every element's inputs carry of its record: to score it and to group slices by volume.
+METADATA = ("max_value", "volume", "slice_index", "num_slices")
+
 DataError = manifests.DataError  # raised for data that cannot be used as asked
 
 
@@ -168,7 +171,7 @@ def _scored_only(features, mask, has_target, with_measured, layout):
     """Parsed example + mask -> (inputs, target) of a scoring-only pipeline
     (``PipelineOptions.network_input`` False): the recon-crop frame, no network input."""
     rows, zero_filled, target = _recon_frame(features, mask, layout, has_target)
-    inputs = {key: features[key] for key in ("max_value", "volume", "slice_index", "num_slices")}
+    inputs = {key: features[key] for key in METADATA}
     inputs["zero_filled_image"] = tf.ensure_shape(zero_filled, [None, None])
     if with_measured:
         inputs["measured"] = rows
@@ -203,10 +206,7 @@ def _prepare(
         "zero_filled": tf.ensure_shape(normalized[..., None], [crop_size, crop_size, 1]),
         "mean": mean,
         "std": std,
-        "max_value": features["max_value"],
-        "volume": features["volume"],
-        "slice_index": features["slice_index"],
-        "num_slices": features["num_slices"],
+        **{key: features[key] for key in METADATA},
     }
     if with_measured:
         inputs["measured"] = tf.ensure_shape(

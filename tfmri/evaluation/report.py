@@ -6,7 +6,8 @@ Each (centre fraction, acceleration) pair is one setting: the split is undersamp
 with the fixed per-volume masks of that setting only (those ``tfmri.evaluate`` uses),
 and every method reconstructs the same slices from them. A trained method's
 checkpoint is evaluated at the acceleration it was trained at (its run's
-``run_config.json``); its method is ``unet`` without a discriminator, else ``pix2pix``.
+``run_config.json``); its method is its ``ModelConfig.method``: ``unet`` or ``cascade``
+trained with L1 alone, ``pix2pix`` or ``pix2pix_cascade`` with the discriminator.
 Seconds per slice are the method's time in steady state (the first batch, which traces
 and compiles, runs once more untimed first); the shared input pipeline is not counted.
 """
@@ -28,7 +29,7 @@ from tfmri.progress import ProgressBar
 from tfmri.training import checkpoints
 
 METHODS = ("zero_filled", "cs_tv", "unet", "pix2pix", "cascade", "pix2pix_cascade")
-LEARNED = ("unet", "pix2pix", "cascade", "pix2pix_cascade")
+LEARNED = METHODS[2:]
 DEFAULT_METHODS = METHODS[:4]  # the cascade generator's rows are asked for by name
 TUNE_SLICES = 2  # middle slices per volume on which --cs_lambda=auto scores each lambda
 CURVES = (
