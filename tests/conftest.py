@@ -3,6 +3,7 @@
 import contextlib
 import importlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -62,6 +63,22 @@ def run_app(module, *args):
     return subprocess.CompletedProcess(
         [module, *args], status, stdout.getvalue(), stderr.getvalue()
     )
+
+
+def report_8x(report_dir, *flags):
+    """Runs ``tfmri.report`` with ``flags`` at 8x (centre fraction 0.04, one example
+    volume) into ``report_dir``, checks that it succeeded; returns its report.json."""
+    result = run_app(
+        "tfmri.report",
+        *flags,
+        "--center_fractions=0.04",
+        "--accelerations=8",
+        "--num_example_volumes=1",
+        f"--report_dir={report_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(report_dir, "report.json")) as handle:
+        return json.load(handle)
 
 
 def run_module(*args, timeout=None):

@@ -1,14 +1,13 @@
 """The cascade generator: data consistency after every stage, zero stages = zero-filled,
 finite gradients, training (mirrored, every precision, resume), export and serving."""
 
-import json
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_app, run_tool
+from tests.conftest import report_8x, run_app, run_tool
 from tfmri.data import coils, fastmri_files, masks, pipeline, transforms
 from tfmri.models import cascade, consistency, networks, pix2pix
 from tfmri.serving import client
@@ -209,20 +208,12 @@ def test_served_cascade_equals_the_keras_model(cascade_export, singlecoil_record
 def test_report_names_cascade_rows_apart_from_the_unet(cascade_export, exported, tmp_path):
     model_dir, _, _ = cascade_export
     unet_dir, _, common = exported
-    report_dir = tmp_path / "report"
-    result = run_app(
-        "tfmri.report",
+    (setting,) = report_8x(
+        tmp_path / "report",
         common[0],
         "--methods=zero_filled,pix2pix,pix2pix_cascade",
         f"--checkpoints={unet_dir},{model_dir}",
-        "--center_fractions=0.04",
-        "--accelerations=8",
-        "--num_example_volumes=1",
-        f"--report_dir={report_dir}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(report_dir / "report.json") as handle:
-        (setting,) = json.load(handle)["results"]
+    )["results"]
     assert set(setting["summary"]) == {"zero_filled", "pix2pix", "pix2pix_cascade"}
     cascade_rows = [row for row in setting["volumes"] if row["method"] == "pix2pix_cascade"]
     unet_rows = [row for row in setting["volumes"] if row["method"] == "pix2pix"]

@@ -1,7 +1,6 @@
 """CS-TV: operators against their adjoints, convergence, and quality against zero-filled."""
 
 import glob
-import json
 import os
 
 import h5py
@@ -298,8 +297,7 @@ def test_report_scores_zero_filled_and_cs_tv_on_files_narrower_than_the_crop(tmp
     # No network, no --crop_size limit: zero-filled and CS-TV alone are scored on files of
     # any recon size (here narrower than the default 320 crop), each at its recon crop,
     # lambda chosen on another split of the same shapes.
-    from conftest import run_app
-
+    from tests.conftest import report_8x
     from tfmri.data import convert
 
     raw = tmp_path / "raw"
@@ -312,9 +310,8 @@ def test_report_scores_zero_filled_and_cs_tv_on_files_narrower_than_the_crop(tmp
             _brain_like_file(str(raw / split / name), width)
     records = str(tmp_path / "records")
     convert.convert(str(raw), records, convert.ConvertOptions(1, 1))
-    report_dir = tmp_path / "report"
-    result = run_app(
-        "tfmri.report",
+    (setting,) = report_8x(
+        tmp_path / "report",
         f"--data_dir={records}",
         "--val_split=multicoil_val",
         "--train_split=multicoil_train",
@@ -322,14 +319,7 @@ def test_report_scores_zero_filled_and_cs_tv_on_files_narrower_than_the_crop(tmp
         "--cs_lambda=auto",
         "--cs_iterations=30",
         "--cs_tune_volumes=1",
-        "--center_fractions=0.04",
-        "--accelerations=8",
-        "--num_example_volumes=1",
-        f"--report_dir={report_dir}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(report_dir / "report.json") as handle:
-        (setting,) = json.load(handle)["results"]
+    )["results"]
     rows = {(row["volume"], row["method"]): row for row in setting["volumes"]}
     for name in ("file_a.h5", "file_b.h5"):
         volume = fastmri_files.read_volume(str(raw / "multicoil_val" / name))

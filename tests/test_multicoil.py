@@ -2,7 +2,6 @@
 batch reconstruction of multi-coil files."""
 
 import glob
-import json
 import os
 
 import h5py
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_app, run_tool
+from tests.conftest import report_8x, run_app, run_tool
 from tfmri.data import fastmri_files, masks, pipeline, transforms
 from tfmri.models import pix2pix
 from tfmri.serving import client
@@ -124,23 +123,15 @@ def test_a_single_coil_file_on_a_multicoil_model_is_one_line(
 
 def test_report_has_learned_multicoil_rows(multicoil_export, tmp_path):
     _, records, model_dir, _ = multicoil_export
-    report_dir = tmp_path / "report"
-    result = run_app(
-        "tfmri.report",
+    (setting,) = report_8x(
+        tmp_path / "report",
         f"--data_dir={records}",
         "--val_split=multicoil_val",
         "--methods=zero_filled,cs_tv,pix2pix",
         f"--checkpoints={model_dir}",
         "--cs_lambda=0.005",
         "--cs_iterations=10",
-        "--center_fractions=0.04",
-        "--accelerations=8",
-        "--num_example_volumes=1",
-        f"--report_dir={report_dir}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(report_dir / "report.json") as handle:
-        (setting,) = json.load(handle)["results"]
+    )["results"]
     assert set(setting["summary"]) == {"zero_filled", "cs_tv", "pix2pix"}
     for scores in setting["summary"].values():
         assert all(np.isfinite(scores[name]["mean"]) for name in ("nmse", "psnr", "ssim"))
@@ -213,17 +204,8 @@ def test_report_compares_runs_with_and_without_consistency(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     common = [f"--data_dir={records}", "--val_split=multicoil_val", "--methods=zero_filled,pix2pix"]
-    common += ["--center_fractions=0.04", "--accelerations=8", "--num_example_volumes=1"]
     report_dir = tmp_path / "report"
-    result = run_app(
-        "tfmri.report",
-        *common,
-        f"--checkpoints={with_dc},{without_dc}",
-        f"--report_dir={report_dir}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(report_dir / "report.json") as handle:
-        document = json.load(handle)
+    document = report_8x(report_dir, *common, f"--checkpoints={with_dc},{without_dc}")
     (setting,) = document["results"]
     assert set(setting["summary"]) == {"zero_filled", "pix2pix", "pix2pix+dc"}
     table = [line.split(" | ")[0] for line in (report_dir / "report.md").read_text().splitlines()]
@@ -235,7 +217,12 @@ def test_report_compares_runs_with_and_without_consistency(
     assert {c["method"] for c in document["checkpoints"]} == {"pix2pix", "pix2pix+dc"}
     # Two runs that differ in nothing the report can name are refused.
     result = run_app(
-        "tfmri.report", *common, f"--checkpoints={with_dc},{with_dc}", f"--report_dir={tmp_path}/r2"
+        "tfmri.report",
+        *common,
+        "--center_fractions=0.04",
+        "--accelerations=8",
+        f"--checkpoints={with_dc},{with_dc}",
+        f"--report_dir={tmp_path}/r2",
     )
     assert result.returncode == 1
     assert "are all pix2pix runs at 8x" in result.stderr.strip().splitlines()[-1]
