@@ -57,7 +57,8 @@ def test_main_job_exports_the_best_validation_run_and_prints_how_to_serve_it(dem
     workdir, export_dir, stdout = demo_run
     with open(workdir / "report" / "report.json") as handle:
         summary = json.load(handle)["results"][0]["summary"]
-    best = max(("unet", "pix2pix"), key=lambda method: summary[method]["ssim"]["mean"])
+    learned = ("unet", "pix2pix", "cs_cascade")
+    best = max(learned, key=lambda method: summary[method]["ssim"]["mean"])
     assert f"== recommended: {best} ({best}," in stdout
     with open(workdir / "savedmodel.json") as handle:
         record = json.load(handle)
@@ -102,7 +103,7 @@ def test_main_job_scores_the_real_anatomy_check_set(demo_run):
         document = json.load(handle)
     assert document["check"]["data_dir"] == str(workdir / "anatomy_tfrecords")
     (check,) = [r for r in document["results"] if r["data"] == "check"]
-    assert set(check["summary"]) == {"zero_filled", "cs_tv", "unet", "pix2pix"}
+    assert set(check["summary"]) == {"zero_filled", "cs_tv", "unet", "pix2pix", "cs_cascade"}
     assert {row["volume"] for row in check["volumes"]} == {
         name for name in os.listdir(workdir / "anatomy" / "singlecoil_val")
     }
@@ -142,14 +143,16 @@ def test_with_cascade_trains_the_cascade_runs_next_to_the_unet_ones(tmp_path):
     assert names == [
         "pix2pix",
         "unet",
+        "cs_cascade",
         "pix2pix_cascade",
         "cascade",
         "pix2pix_4x",
         "unet_4x",
+        "cs_cascade_4x",
         "pix2pix_cascade_4x",
         "cascade_4x",
     ]
-    assert names_8x == names[:4]
+    assert names_8x == names[:5]
     result = run_tool(
         "-m",
         "tfmri.demo",

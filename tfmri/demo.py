@@ -8,14 +8,18 @@
 3. writes and converts the real-anatomy check set (``python -m tfmri.real_anatomy``;
    never trained on; ``--nocheck_set`` skips it),
 4. trains pix2pix with ``configs/demo.cfg`` and evaluates it,
-5. trains the L1 U-Net baseline with ``configs/demo_unet.cfg`` and evaluates it,
-6. with ``--with_4x``, also trains both at 4x (``configs/demo_4x.cfg``,
-   ``configs/demo_unet_4x.cfg``); with ``--with_cascade``, also the cascade generator
+5. trains the L1 U-Net baseline with ``configs/demo_unet.cfg`` and the cascade started
+   from CS-TV with ``configs/demo_cs_cascade.cfg`` (two small U-Nets correcting CS-TV's
+   solution, L1), and evaluates them,
+6. with ``--with_4x``, also trains the three at 4x (``configs/demo_4x.cfg``,
+   ``configs/demo_unet_4x.cfg``, ``configs/demo_cs_cascade_4x.cfg``); with
+   ``--with_cascade``, also the cascade generator
    with and without the discriminator (``configs/demo_cascade*.cfg``), at 8x (and 4x);
    the configs train with k-space data consistency,
-   ``--nodata_consistency`` trains every run without it, into ``<workdir>/<run>_nodc``,
+   ``--nodata_consistency`` trains every run without it, into ``<workdir>/<run>_nodc``
+   (the cascades, which need it, are then left out),
 7. writes the comparison report (``tfmri.report``, ``configs/report_demo.cfg``):
-   zero-filled, CS-TV, U-Net and pix2pix side by side, at 8x (and 4x), on the
+   zero-filled, CS-TV, U-Net, pix2pix and cs_cascade side by side, at 8x (and 4x), on the
    validation split and on the check set, in ``<workdir>/report`` (``report_nodc``),
    and prints its tables,
 8. exports the learned model it recommends (the best 8x run on the validation
@@ -66,7 +70,7 @@ flags.DEFINE_bool(
     True,
     "Train with k-space data consistency, as the demo configs do (the learned methods keep "
     "the measured k-space, as CS-TV does); --nodata_consistency trains every run without "
-    "it, into <workdir>/<run>_nodc.",
+    "it, into <workdir>/<run>_nodc (and leaves out cs_cascade, which needs it).",
 )
 flags.DEFINE_bool(
     "check_set",
@@ -85,6 +89,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 RUNS_8X = (("pix2pix", "demo.cfg"), ("unet", "demo_unet.cfg"))
 RUNS_4X = (("pix2pix_4x", "demo_4x.cfg"), ("unet_4x", "demo_unet_4x.cfg"))
+# The cascade started from CS-TV (it needs data consistency: not with --nodata_consistency).
+CS_CASCADE_8X = (("cs_cascade", "demo_cs_cascade.cfg"),)
+CS_CASCADE_4X = (("cs_cascade_4x", "demo_cs_cascade_4x.cfg"),)
 # The run names are the report's method names (pix2pix.ModelConfig.method).
 CASCADE_8X = (("pix2pix_cascade", "demo_cascade.cfg"), ("cascade", "demo_cascade_l1.cfg"))
 CASCADE_4X = (
@@ -122,9 +129,12 @@ class DemoConfig:
 
     def runs(self, only_8x=False):
         """[(run name, config file)] of the runs it trains, the 8x ones first."""
-        runs = RUNS_8X + (CASCADE_8X if self.with_cascade else ())
+        cs_cascade = self.data_consistency
+        runs = RUNS_8X + (CS_CASCADE_8X if cs_cascade else ())
+        runs += CASCADE_8X if self.with_cascade else ()
         if self.with_4x and not only_8x:
-            runs += RUNS_4X + (CASCADE_4X if self.with_cascade else ())
+            runs += RUNS_4X + (CS_CASCADE_4X if cs_cascade else ())
+            runs += CASCADE_4X if self.with_cascade else ()
         return [(name + self.suffix, config_file) for name, config_file in runs]
 
 
@@ -333,8 +343,9 @@ def write_report(config: DemoConfig, records_dir, check_dir, runs):
         *settings,
     ]
     overrides += [f"--check_data_dir={check_dir}"] if check_dir else []
-    if config.with_cascade:
-        overrides.append("--methods=zero_filled,cs_tv,unet,pix2pix,cascade,pix2pix_cascade")
+    methods = ["zero_filled", "cs_tv"]
+    methods += [name.removesuffix(config.suffix) for name, _ in config.runs(only_8x=True)]
+    overrides.append(f"--methods={','.join(methods)}")
     _run("tfmri.report", os.path.join(CONFIGS, "report_demo.cfg"), overrides)
     return report_dir
 

@@ -42,7 +42,8 @@ flags.DEFINE_list(
     "methods",
     list(report.DEFAULT_METHODS),
     f"Methods to compare, of {', '.join(report.METHODS)} (cascade: the cascade generator "
-    "trained with L1 alone, pix2pix_cascade: with the discriminator).",
+    "trained with L1 alone, pix2pix_cascade: with the discriminator; cs_cascade, "
+    "pix2pix_cs_cascade: the cascade started from CS-TV).",
 )
 flags.DEFINE_list(
     "checkpoints",

@@ -48,6 +48,7 @@ NMSE_SLACK = 1.1  # choose_lambda: lambdas within 10 % of the best NMSE compete 
 # Candidates of choose_lambda: a factor of about 2 apart, 20 x either side of the default.
 LAMBDA_GRID = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 DEFAULT_ITERATIONS = 100
+TUNE_SLICES = 2  # middle slices per volume on which --cs_lambda=auto scores each lambda
 # tau / sigma = STEP_BALANCE / lambda (tau * sigma = 1 / ||K||^2 always): the balance that
 # converged fastest over lambda 0.003 to 0.01 on the synthetic validation slices.
 STEP_BALANCE = 0.64
@@ -207,16 +208,32 @@ def reconstruct_hybrid(measured, mask, options=CsTvOptions(), crop_size=320, rec
 
 def _reconstruct(measured, mask, regularization, iterations, crop_size, record=False):
     """:func:`reconstruct_hybrid` with lambda a float or a float32 scalar tensor."""
+    x, history = _complex_solution(measured, mask, regularization, iterations, None, record)
+    image = tf.abs(transforms.crop_width(x, crop_size))
+    return (image, history) if record else image
+
+
+def complex_image(measured, mask, regularization, iterations, maps=None):
+    """complex64 [B, h, W]: the CS-TV solution, every column, in the units of ``measured``.
+
+    ``measured`` and ``mask`` as :func:`reconstruct_hybrid` takes them; multi-coil, the
+    image is the one combined with ``maps`` [B, C, h, W] (estimated from the fully
+    sampled centre when None). ``regularization`` a float or a float32 scalar tensor.
+    """
+    return _complex_solution(measured, mask, regularization, iterations, maps)[0]
+
+
+def _complex_solution(measured, mask, regularization, iterations, maps, record=False):
     multicoil = measured.shape.rank == 4
     coil_data = measured if multicoil else measured[:, None]
-    maps = coil_maps.estimate_maps(coil_data, mask) if multicoil else None
-    operator = _Operator(mask, maps)
+    if multicoil and maps is None:
+        maps = coil_maps.estimate_maps(coil_data, mask)
+    operator = _Operator(mask, maps if multicoil else None)
     zero_filled = tf.abs(operator.adjoint(coil_data))
     scale = tf.maximum(tf.reduce_max(zero_filled, axis=[1, 2]), 1e-30)  # [B]
     scaled = coil_data / tf.cast(scale[:, None, None, None], coil_data.dtype)
     x, history = _solve(operator, scaled, regularization, iterations, record)
-    image = tf.abs(transforms.crop_width(x, crop_size)) * scale[:, None, None]
-    return (image, history) if record else image
+    return x * tf.cast(scale[:, None, None], x.dtype), history
 
 
 def measured_hybrid(kspace, mask, crop_size):
@@ -299,3 +316,33 @@ def choose_lambda(batches, iterations=DEFAULT_ITERATIONS, crop_size=None, grid=L
     best_nmse = min(score["nmse"] for score in scores.values())
     close = [lam for lam, score in scores.items() if score["nmse"] <= best_nmse * NMSE_SLACK]
     return max(close, key=lambda lam: scores[lam]["ssim"]), scores
+
+
+def tuning_slices(data_dir, split, spec, volumes):
+    """[(measured, mask, target)] for :func:`choose_lambda`: the middle TUNE_SLICES slices
+    of each of the first ``volumes`` volumes of ``split`` (TFRecords in ``data_dir``),
+    masked with ``spec`` (a :class:`tfmri.data.masks.MaskSpec`) as evaluation masks them,
+    at each file's recon crop."""
+    from tfmri.data import pipeline
+
+    options = pipeline.PipelineOptions(
+        spec, batch_size=1, measured=True, recon_crop=True, network_input=False
+    )
+    dataset = pipeline.make_dataset(data_dir, split, options, training=False)
+    slices_of = {}
+    for inputs, _ in dataset:
+        name = inputs["volume"].numpy()[0].decode()
+        if name not in slices_of and len(slices_of) == volumes:
+            break
+        slices_of.setdefault(name, []).append(inputs)
+    groups = []
+    for slices in slices_of.values():
+        start = max(len(slices) // 2 - TUNE_SLICES // 2, 0)
+        chosen = slices[start : start + TUNE_SLICES]
+        groups.append(
+            tuple(
+                tf.concat([inputs[key] for inputs in chosen], axis=0)
+                for key in ("measured", "mask", "target_image")
+            )
+        )
+    return groups

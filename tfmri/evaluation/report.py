@@ -6,8 +6,9 @@ Each (centre fraction, acceleration) pair is one setting: the split is undersamp
 with the fixed per-volume masks of that setting only (those ``tfmri.evaluate`` uses),
 and every method reconstructs the same slices from them. A trained method's
 checkpoint is evaluated at the acceleration it was trained at (its run's
-``run_config.json``); its method is its ``ModelConfig.method``: ``unet`` or ``cascade``
-trained with L1 alone, ``pix2pix`` or ``pix2pix_cascade`` with the discriminator.
+``run_config.json``); its method is its ``ModelConfig.method``: ``unet``, ``cascade`` or
+``cs_cascade`` (the cascade started from CS-TV) trained with L1 alone, ``pix2pix``,
+``pix2pix_cascade`` or ``pix2pix_cs_cascade`` with the discriminator.
 Seconds per slice are the method's time in steady state (the first batch, which traces
 and compiles, runs once more untimed first); the shared input pipeline is not counted.
 """
@@ -28,10 +29,18 @@ from tfmri.evaluation import metrics, volumes
 from tfmri.progress import ProgressBar
 from tfmri.training import checkpoints
 
-METHODS = ("zero_filled", "cs_tv", "unet", "pix2pix", "cascade", "pix2pix_cascade")
+METHODS = (
+    "zero_filled",
+    "cs_tv",
+    "unet",
+    "pix2pix",
+    "cascade",
+    "pix2pix_cascade",
+    "cs_cascade",
+    "pix2pix_cs_cascade",
+)
 LEARNED = METHODS[2:]
 DEFAULT_METHODS = METHODS[:4]  # the cascade generator's rows are asked for by name
-TUNE_SLICES = 2  # middle slices per volume on which --cs_lambda=auto scores each lambda
 CURVES = (
     ("train", "D_real"),
     ("train", "D_fake"),
@@ -208,29 +217,8 @@ def check(config: ReportConfig):
 
 
 def tuning_slices(config, source, spec):
-    """[(measured, mask, target)] of the middle TUNE_SLICES slices of each of the first
-    --cs_tune_volumes volumes of the tuning split, masked as evaluation masks them."""
-    options = pipeline.PipelineOptions(
-        spec, batch_size=1, measured=True, recon_crop=True, network_input=False
-    )
-    dataset = pipeline.make_dataset(source.data_dir, source.tune_split, options, training=False)
-    volumes = {}
-    for inputs, _ in dataset:
-        name = inputs["volume"].numpy()[0].decode()
-        if name not in volumes and len(volumes) == config.cs_tune_volumes:
-            break
-        volumes.setdefault(name, []).append(inputs)
-    groups = []
-    for slices in volumes.values():
-        start = max(len(slices) // 2 - TUNE_SLICES // 2, 0)
-        chosen = slices[start : start + TUNE_SLICES]
-        groups.append(
-            tuple(
-                tf.concat([inputs[key] for inputs in chosen], axis=0)
-                for key in ("measured", "mask", "target_image")
-            )
-        )
-    return groups
+    """:func:`tfmri.baselines.cs_tv.tuning_slices` of the tuning split, --cs_tune_volumes."""
+    return cs_tv.tuning_slices(source.data_dir, source.tune_split, spec, config.cs_tune_volumes)
 
 
 def cs_lambda_for(config, source, spec):
@@ -331,7 +319,7 @@ def _lambda_source(config, source):
         return f"{float(config.cs_lambda):g}"
     return (
         f"chosen at each acceleration (best SSIM within 10 % of the best NMSE) on the "
-        f"middle {TUNE_SLICES} slices of up to {config.cs_tune_volumes} volumes of "
+        f"middle {cs_tv.TUNE_SLICES} slices of up to {config.cs_tune_volumes} volumes of "
         f"`{source.tune_split}`"
     )
 

@@ -2,7 +2,8 @@
 
 from absl import flags
 
-from tfmri.models import networks, pix2pix
+from tfmri.baselines import cs_tv
+from tfmri.models import cascade, networks, pix2pix
 
 flags.DEFINE_enum(
     "model",
@@ -21,6 +22,25 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_integer("cascades", 5, "Stages of --generator=cascade.")
 flags.DEFINE_boolean("share_weights", False, "--generator=cascade: one U-Net for every stage.")
+flags.DEFINE_enum(
+    "cascade_start",
+    "zero_filled",
+    list(cascade.STARTS),
+    "--generator=cascade: the image the first stage corrects, the zero-filled one or the "
+    "CS-TV solution (the method cs_cascade; its stages learn what CS-TV misses).",
+)
+flags.DEFINE_string(
+    "start_cs_lambda",
+    cs_tv.AUTO,
+    "--cascade_start=cs_tv: CS-TV's lambda, a number > 0 or 'auto' (chosen by tfmri.train "
+    "on the training split as tfmri.report's --cs_lambda=auto chooses, kept in model.json).",
+)
+flags.DEFINE_integer(
+    "start_cs_iterations",
+    cs_tv.DEFAULT_ITERATIONS,
+    "--cascade_start=cs_tv: CS-TV iterations.",
+    lower_bound=1,
+)
 flags.DEFINE_integer("depth", 6, "U-Net down-sampling steps (at most 6 for 320 x 320).")
 flags.DEFINE_integer("base_filters", 64, "Filters of the U-Net's outermost level.")
 flags.DEFINE_float(

@@ -3,7 +3,10 @@ consistency after each.
 
 The cascade starts from the complex zero-filled image of the crop's rows, every column
 (``[B, S, W]``; multi-coil combined with coil maps estimated from the fully sampled
-centre). Each stage takes the centre ``S x S`` square as two channels (real,
+centre), or with ``start="cs_tv"`` from the CS-TV solution of the same data
+(:func:`tfmri.baselines.cs_tv.complex_image`, a fixed lambda and iteration count, no
+gradient through it): the stages then learn what CS-TV misses, starting from it. Each
+stage takes the centre ``S x S`` square as two channels (real,
 imaginary), adds the correction its U-Net predicts, and puts the measured k-space
 columns back (:func:`tfmri.models.consistency.complex_consistent`): what was measured
 is kept exactly after every stage, and only the unmeasured columns are learned. Images
@@ -12,14 +15,18 @@ magnitude U-Net sees. The output is the magnitude of the final square, normalise
 the pipeline normalises the target (unclamped), so the same losses and discriminator
 train it as the U-Net generator.
 
-With no stage it returns the zero-filled magnitude (single-coil exactly).
+With no stage it returns the zero-filled magnitude (single-coil exactly), or CS-TV's.
 """
 
 import keras
 import tensorflow as tf
 
+from tfmri.baselines import cs_tv
 from tfmri.data import coils, transforms
 from tfmri.models import consistency, networks
+
+STARTS = ("zero_filled", "cs_tv")
+_cs_tv_compiled = tf.function(cs_tv.complex_image, jit_compile=True)
 
 
 class CascadeGenerator(keras.Model):
@@ -32,6 +39,7 @@ class CascadeGenerator(keras.Model):
     ``share_weights``: one U-Net for every stage (fewer parameters, same FLOPs).
     ``depth``, ``base_filters``, ``dropout``, ``norm``: each stage's U-Net
     (:func:`tfmri.models.networks.unet_generator`, residual, linear output).
+    ``start``: one of STARTS; ``cs_lambda``, ``cs_iterations``: the CS-TV start's.
     """
 
     def __init__(
@@ -43,6 +51,9 @@ class CascadeGenerator(keras.Model):
         base_filters=16,
         dropout=0.0,
         norm="instance",
+        start="zero_filled",
+        cs_lambda=None,
+        cs_iterations=cs_tv.DEFAULT_ITERATIONS,
         **kwargs,
     ):
         kwargs.setdefault("autocast", False)  # the measured data stay complex64
@@ -50,8 +61,21 @@ class CascadeGenerator(keras.Model):
         super().__init__(**kwargs)
         if stages < 0:
             raise ValueError(f"stages must be >= 0, got {stages}")
+        if start not in STARTS:
+            raise ValueError(f"start must be one of {', '.join(STARTS)}, got {start!r}")
+        if start == "cs_tv" and not (cs_lambda or 0) > 0:
+            raise ValueError(
+                f"a cascade started from CS-TV needs its lambda (> 0), got {cs_lambda}: "
+                "--start_cs_lambda=auto is chosen by tfmri.train and kept in model.json"
+            )
         self.image_size = image_size
         self.stages = stages
+        self.start = start
+        self.cs_lambda = cs_lambda
+        self.cs_iterations = cs_iterations
+        # The CS-TV start runs compiled with XLA (twice as fast on CPU); an export turns
+        # it off: TF Serving runs no XLA JIT unless told to.
+        self.compile_start = True
         count = min(stages, 1) if share_weights else stages
         self.networks = [
             networks.unet_generator(
@@ -89,6 +113,11 @@ class CascadeGenerator(keras.Model):
         image = transforms.columns_to_image(measured)
         if maps is not None:
             image = coils.combine(image, maps)
+        if self.start == "cs_tv":
+            solve = _cs_tv_compiled if self.compile_start else cs_tv.complex_image
+            image = tf.stop_gradient(
+                solve(measured, mask, self.cs_lambda, self.cs_iterations, maps)
+            )
         for index in range(self.stages):
             image = self._stage(self._network_of(index), image, training)
             image = consistency.complex_consistent(image, measured, mask, maps)

@@ -20,6 +20,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from tfmri.baselines import cs_tv
 from tfmri.data import transforms
 from tfmri.models import cascade, consistency, image_metrics, networks, optimizers
 
@@ -58,6 +59,12 @@ class ModelConfig:
     generator: str = "unet"
     cascades: int = 5
     share_weights: bool = False
+    # Where the cascade starts: the zero-filled image, or the CS-TV solution (lambda
+    # start_cs_lambda, a number or "auto": chosen by the training on its training split
+    # and stored in the run's model.json; start_cs_iterations iterations).
+    cascade_start: str = "zero_filled"
+    start_cs_lambda: float | str = cs_tv.AUTO
+    start_cs_iterations: int = cs_tv.DEFAULT_ITERATIONS
 
     def __post_init__(self):
         if self.discriminator not in DISCRIMINATORS:
@@ -84,17 +91,26 @@ class ModelConfig:
             raise ValueError(
                 f"generator must be one of {', '.join(GENERATORS)}, got {self.generator!r}"
             )
+        # A number given as text (a flag) is kept as a float, "auto" as is.
+        object.__setattr__(self, "start_cs_lambda", cs_tv.parse_lambda(self.start_cs_lambda))
         if self.generator == "cascade":
             self._check_cascade()
+        elif self.cascade_start != "zero_filled":
+            raise ValueError(
+                f"cascade_start {self.cascade_start} starts the cascade generator: add "
+                "--generator=cascade"
+            )
 
     @property
     def method(self) -> str:
         """The method's name in evaluations and reports: its generator trained with L1
-        alone (``unet``, ``cascade``) or against the discriminator (``pix2pix``,
-        ``pix2pix_cascade``)."""
+        alone (``unet``, ``cascade``, ``cs_cascade`` for a cascade started from CS-TV) or
+        against the discriminator (``pix2pix``, ``pix2pix_cascade``,
+        ``pix2pix_cs_cascade``)."""
         gan = self.discriminator != "none"
         if self.generator == "cascade":
-            return "pix2pix_cascade" if gan else "cascade"
+            name = "cs_cascade" if self.cascade_start == "cs_tv" else "cascade"
+            return f"pix2pix_{name}" if gan else name
         return "pix2pix" if gan else "unet"
 
     def _check_cascade(self):
@@ -112,6 +128,17 @@ class ModelConfig:
             )
         if self.output_activation != "linear":
             raise ValueError("generator cascade: its stages have a linear output")
+        if self.cascade_start not in cascade.STARTS:
+            raise ValueError(
+                f"cascade_start must be one of {', '.join(cascade.STARTS)}, "
+                f"got {self.cascade_start!r}"
+            )
+        if self.start_cs_iterations < 1:
+            raise ValueError(f"start_cs_iterations must be >= 1, got {self.start_cs_iterations}")
+
+    @property
+    def starts_from_cs_tv(self) -> bool:
+        return self.generator == "cascade" and self.cascade_start == "cs_tv"
 
     def build_generator(self):
         if self.generator == "cascade":
@@ -123,6 +150,9 @@ class ModelConfig:
                 self.base_filters,
                 self.dropout,
                 self.norm,
+                self.cascade_start,
+                None if self.start_cs_lambda == cs_tv.AUTO else self.start_cs_lambda,
+                self.start_cs_iterations,
             )
         return networks.unet_generator(
             self.image_size,

@@ -132,6 +132,9 @@ def _export(model, checkpoint, model_root, version):
     if os.path.exists(target):
         raise UserError(f"{target}: exists; versions are never overwritten, pick another --version")
     size = model.config.image_size
+    if model.config.starts_from_cs_tv:
+        # TF Serving runs no XLA JIT by default: the SavedModel's CS-TV start is plain ops.
+        model.generator.compile_start = False
     _build(model, size)
     reconstructor = Reconstructor(model, size)
     archive = keras.export.ExportArchive()

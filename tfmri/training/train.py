@@ -25,6 +25,7 @@ from absl import logging
 from tensorboard.plugins.hparams import api as hparams_api
 
 from tfmri import fileio, run_config, runlock, runtime
+from tfmri.baselines import cs_tv
 from tfmri.data import pipeline
 from tfmri.errors import UserError
 from tfmri.evaluation import visualize, volumes
@@ -36,6 +37,7 @@ from tfmri.training import callbacks, checkpoints
 # data consistency, and in validation data for scoring against the stored target.
 MODEL_INPUTS = ("zero_filled", "mean", "std", "max_value")
 OPTIONAL_INPUTS = ("measured", "mask", "zero_filled_image", "target_image")
+TUNE_VOLUMES = 4  # training volumes on which --start_cs_lambda=auto chooses (as tfmri.report)
 HISTORY_FILE = "history.jsonl"  # one line per start or resume of the run, appended
 
 
@@ -146,6 +148,35 @@ def plan_epochs(run: run_config.RunConfig, data: TrainingData, task, replicas) -
     if run.optimizer.max_steps_per_epoch:
         steps = min(steps, run.optimizer.max_steps_per_epoch)
     return EpochPlan(steps, run.optimizer.total_epochs, task, replicas)
+
+
+def start_lambda(run: run_config.RunConfig, task) -> pix2pix.ModelConfig:
+    """The run's ModelConfig with a number for --start_cs_lambda=auto (a cascade started
+    from CS-TV): the lambda an earlier start of the run chose (its model.json), else the
+    one :func:`tfmri.baselines.cs_tv.choose_lambda` chooses now on the middle slices of
+    the first TUNE_VOLUMES training volumes, masked as --mask_type etc. say (as
+    tfmri.report's --cs_lambda=auto chooses CS-TV's on the training split)."""
+    model = run.model
+    if not model.starts_from_cs_tv or model.start_cs_lambda != cs_tv.AUTO:
+        return model
+    path = os.path.join(run.runtime.model_dir, checkpoints.MODEL_CONFIG)
+    if os.path.exists(path):
+        saved = checkpoints.read_model_config(run.runtime.model_dir)["config"]
+        if saved.get("start_cs_lambda", cs_tv.AUTO) != cs_tv.AUTO:
+            return dataclasses.replace(model, start_cs_lambda=saved["start_cs_lambda"])
+    groups = cs_tv.tuning_slices(run.data.data_dir, run.data.train_split, run.mask, TUNE_VOLUMES)
+    chosen, scores = cs_tv.choose_lambda(groups, model.start_cs_iterations)
+    if task.is_chief:
+        listed = ", ".join(
+            f"{lam:g}: {score['nmse']:.4f}/{score['ssim']:.3f}" for lam, score in scores.items()
+        )
+        print(
+            f"--start_cs_lambda=auto: CS-TV lambda {chosen:g}, the best SSIM within "
+            f"{cs_tv.NMSE_SLACK - 1:.0%} of the best NMSE on {sum(len(g[0]) for g in groups)} "
+            f"slices of {run.data.train_split} (lambda: NMSE/SSIM {listed})",
+            flush=True,
+        )
+    return dataclasses.replace(model, start_cs_lambda=chosen)
 
 
 def build_model(
@@ -445,7 +476,8 @@ def _train(run, data, task, changed):
         f"{plan.steps_per_epoch} steps per epoch, {plan.total_epochs} epochs",
         flush=True,
     )
-    model = build_model(run, strategy, plan)
+    # The recipe (flags.cfg, run_config.json) keeps "auto"; the model (model.json) the number.
+    model = build_model(dataclasses.replace(run, model=start_lambda(run, task)), strategy, plan)
     # Multi-worker: every worker saves checkpoints (saving takes part in collectives),
     # but only the chief writes to --model_dir; the others save to a directory of their
     # own and write no logs, flags or model config. All restore from --model_dir.

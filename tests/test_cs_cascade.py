@@ -1,0 +1,218 @@
+"""The cascade started from CS-TV (--cascade_start=cs_tv): zero stages give CS-TV's
+reconstruction, the lambda chosen on the training split and kept, training, resume,
+export without XLA and serving equal to the Keras model, the report's row."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from tests.conftest import report_8x, run_app, run_tool
+from tfmri.baselines import cs_tv
+from tfmri.data import fastmri_files, masks, pipeline, transforms
+from tfmri.models import cascade, pix2pix
+from tfmri.serving import client
+from tfmri.training import checkpoints
+
+SPEC = masks.MaskSpec("random", (0.04,), (8,))
+ITERATIONS = 5  # CS-TV's 100 iterations take 0.15 s a slice: the tests run few
+TINY = ["--generator=cascade", "--cascades=2", "--depth=3", "--base_filters=4"]
+TINY += ["--norm=instance", "--dropout=0", "--data_consistency", "--model=unet"]
+TINY += ["--cascade_start=cs_tv", f"--start_cs_iterations={ITERATIONS}"]
+
+
+def _batch(records, batch_size=2):
+    options = pipeline.PipelineOptions(SPEC, batch_size=batch_size, data_consistency=True)
+    dataset = pipeline.make_dataset(records, "singlecoil_val", options, training=False)
+    return next(iter(dataset))
+
+
+def _denormalized(output, inputs):
+    return transforms.denormalize_per_slice(output[..., 0], inputs["mean"], inputs["std"]).numpy()
+
+
+def test_zero_stages_give_the_cs_tv_reconstruction(singlecoil_records):
+    inputs, _ = _batch(singlecoil_records)
+    options = cs_tv.CsTvOptions(regularization=0.01, iterations=20)
+    expected = cs_tv.reconstruct_hybrid(inputs["measured"], inputs["mask"], options).numpy()
+    generator = cascade.CascadeGenerator(320, 0, start="cs_tv", cs_lambda=0.01, cs_iterations=20)
+    compiled = _denormalized(generator(inputs), inputs)
+    generator.compile_start = False  # as exported
+    plain = _denormalized(generator(inputs), inputs)
+    for image in (compiled, plain):
+        np.testing.assert_allclose(image, expected, atol=1e-4 * expected.max())
+    # CS-TV is not the zero-filled image: the start did change it.
+    zero_filled = inputs["zero_filled_image"].numpy()
+    assert np.abs(expected - zero_filled).max() > 0.01 * zero_filled.max()
+
+
+def test_gradients_reach_every_stage_and_not_the_start(singlecoil_records):
+    inputs, target = _batch(singlecoil_records)
+    config = pix2pix.ModelConfig(
+        depth=3,
+        base_filters=4,
+        dropout=0.0,
+        norm="instance",
+        discriminator="none",
+        generator="cascade",
+        cascades=2,
+        data_consistency=True,
+        cascade_start="cs_tv",
+        start_cs_lambda=0.01,
+        start_cs_iterations=ITERATIONS,
+    )
+    model = pix2pix.ReconstructionModel(config)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.abs(model(inputs, training=True) - target))
+    variables = model.generator.trainable_variables
+    gradients = tape.gradient(loss, variables)
+    assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in gradients)
+    for stage in model.generator.networks:
+        kernel = stage.get_layer("out_conv").kernel
+        (gradient,) = [g for v, g in zip(variables, gradients) if v is kernel]
+        assert np.abs(gradient.numpy()).max() > 0
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(generator="unet"), "starts the cascade generator: add --generator=cascade"),
+        (dict(start_cs_lambda="-1"), "lambda must be 'auto' or a number > 0"),
+        (dict(start_cs_iterations=0), "start_cs_iterations must be >= 1"),
+        (dict(cascade_start="bart"), "cascade_start must be one of zero_filled, cs_tv"),
+    ],
+)
+def test_bad_start_settings_are_refused(changes, message):
+    fields = dict(generator="cascade", data_consistency=True, cascade_start="cs_tv")
+    with pytest.raises(ValueError, match=message):
+        pix2pix.ModelConfig(**{**fields, **changes})
+
+
+def test_method_names_tell_the_start_apart():
+    fields = dict(generator="cascade", data_consistency=True)
+    names = {
+        (start, discriminator): pix2pix.ModelConfig(
+            **fields, cascade_start=start, discriminator=discriminator
+        ).method
+        for start in cascade.STARTS
+        for discriminator in ("none", "patch")
+    }
+    assert names == {
+        ("zero_filled", "none"): "cascade",
+        ("zero_filled", "patch"): "pix2pix_cascade",
+        ("cs_tv", "none"): "cs_cascade",
+        ("cs_tv", "patch"): "pix2pix_cs_cascade",
+    }
+
+
+def test_an_unresolved_auto_lambda_is_refused_when_built():
+    config = pix2pix.ModelConfig(generator="cascade", data_consistency=True, cascade_start="cs_tv")
+    assert config.start_cs_lambda == cs_tv.AUTO
+    with pytest.raises(ValueError, match="chosen by tfmri.train and kept in model.json"):
+        config.build_generator()
+
+
+@pytest.fixture(scope="module")
+def cs_cascade_run(singlecoil_records, tmp_path_factory):
+    """A tiny L1 cascade started from CS-TV (lambda auto), trained one epoch, resumed for
+    a second, and exported: (model dir, SavedModel version dir, the two runs' outputs,
+    the first run's last step)."""
+    root = tmp_path_factory.mktemp("cs_cascade")
+    model_dir = str(root / "run")
+    common = [f"--data_dir={singlecoil_records}", f"--model_dir={model_dir}", "--batch_size=2"]
+    first = run_app("tfmri.train", *common, *TINY, "--epochs=1", "--epochs_decay=0")
+    assert first.returncode == 0, first.stderr[-3000:]
+    first_step = int(tf.train.latest_checkpoint(model_dir).split("-")[-1])
+    resumed = run_app("tfmri.train", *common, *TINY, "--epochs=2", "--epochs_decay=0")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    export_dir = str(root / "savedmodel")
+    result = run_app("tfmri.export", *common, "--model_name=cs", f"--export_dir={export_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, os.path.join(export_dir, "cs", "1"), (first, resumed), first_step
+
+
+def test_auto_lambda_is_chosen_on_the_training_split_and_kept(cs_cascade_run, singlecoil_records):
+    model_dir, _, (first, resumed), first_step = cs_cascade_run
+    groups = cs_tv.tuning_slices(singlecoil_records, "singlecoil_train", SPEC, 4)
+    assert len(groups) == 3  # the fixture's 3 training volumes, 2 middle slices each
+    expected, _ = cs_tv.choose_lambda(groups, ITERATIONS)
+    config = checkpoints.read_model_config(model_dir)["config"]
+    assert config["start_cs_lambda"] == pytest.approx(expected)
+    assert f"--start_cs_lambda=auto: CS-TV lambda {expected:g}" in first.stdout
+    # The resumed run takes the kept lambda and does not choose again.
+    assert "--start_cs_lambda=auto" not in resumed.stdout
+    assert int(tf.train.latest_checkpoint(model_dir).split("-")[-1]) == 2 * first_step
+    # The recipe keeps "auto": the run resumes with the flags it was started with.
+    with open(os.path.join(model_dir, checkpoints.FLAGS_FILE)) as handle:
+        assert "--start_cs_lambda=auto" in handle.read()
+
+
+def test_served_cs_cascade_equals_the_keras_model(
+    cs_cascade_run, singlecoil_records, singlecoil_raw
+):
+    model_dir, saved_model, _, _ = cs_cascade_run
+    model = pix2pix.ReconstructionModel.from_config(checkpoints.read_model_config(model_dir))
+    checkpoints.restore_weights(model, model_dir)
+    inputs, _ = _batch(singlecoil_records, batch_size=1)
+    expected = _denormalized(model(inputs), inputs)
+    name = inputs["volume"].numpy()[0].decode()
+    volume = fastmri_files.read_volume(os.path.join(singlecoil_raw, "singlecoil_val", name))
+    kspace = volume.kspace[inputs["slice_index"].numpy()]
+    mask = masks.fixed_volume_mask(SPEC, name, kspace.shape[-1])
+    request = client.split_kspace(kspace * mask, mask)
+    signature = tf.saved_model.load(saved_model).signatures["serving_default"]
+    served = signature(**{key: tf.constant(value) for key, value in request.items()})
+    image = served["reconstruction"].numpy()
+    np.testing.assert_allclose(image, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    # TF Serving runs no XLA JIT by default: no function of the export must be compiled.
+    with open(os.path.join(saved_model, "saved_model.pb"), "rb") as handle:
+        proto = saved_model_pb2.SavedModel.FromString(handle.read())
+    library = proto.meta_graphs[0].graph_def.library
+    must_compile = [
+        function.signature.name
+        for function in library.function
+        if function.attr.get("_XlaMustCompile") and function.attr["_XlaMustCompile"].b
+    ]
+    assert must_compile == []
+
+
+def test_report_names_the_cs_cascade_row(cs_cascade_run, singlecoil_records, tmp_path):
+    model_dir, _, _, _ = cs_cascade_run
+    (setting,) = report_8x(
+        tmp_path / "report",
+        f"--data_dir={singlecoil_records}",
+        "--methods=zero_filled,cs_tv,cs_cascade",
+        f"--checkpoints={model_dir}",
+        "--cs_lambda=0.01",
+        "--cs_iterations=5",
+    )["results"]
+    assert set(setting["summary"]) == {"zero_filled", "cs_tv", "cs_cascade"}
+
+
+def test_cs_cascade_trains_on_two_mirrored_replicas(singlecoil_records, tmp_path):
+    # A CPU split and a mirrored strategy change the process for good.
+    model_dir = str(tmp_path / "mirrored")
+    result = run_tool(
+        "-m",
+        "tfmri.train",
+        f"--data_dir={singlecoil_records}",
+        f"--model_dir={model_dir}",
+        *TINY,
+        "--start_cs_lambda=0.01",
+        "--batch_size=2",
+        "--strategy=mirrored",
+        "--num_cpu_devices=2",
+        "--epochs=1",
+        "--epochs_decay=0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replica(s)" in result.stdout
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
+    weights = [
+        reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name.startswith("generator/")
+    ]
+    assert weights and all(np.all(np.isfinite(weight)) for weight in weights)
