@@ -12,6 +12,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tfmri.data import convert, synthetic  # noqa: E402
@@ -79,6 +80,41 @@ def report_8x(report_dir, *flags):
     assert result.returncode == 0, result.stderr[-3000:]
     with open(os.path.join(report_dir, "report.json")) as handle:
         return json.load(handle)
+
+
+def train_resume_export(records, root, flags, model_name):
+    """Trains ``flags`` on ``records`` one epoch into ``root``/run, resumes it for a
+    second, exports it (each step checked); returns (model dir, SavedModel version dir,
+    (first run, resumed run) CompletedProcesses, the first run's last step)."""
+    import tensorflow as tf
+
+    model_dir = os.path.join(root, "run")
+    common = [f"--data_dir={records}", f"--model_dir={model_dir}", "--batch_size=2"]
+    first = run_app("tfmri.train", *common, *flags, "--epochs=1", "--epochs_decay=0")
+    assert first.returncode == 0, first.stderr[-3000:]
+    first_step = int(tf.train.latest_checkpoint(model_dir).split("-")[-1])
+    resumed = run_app("tfmri.train", *common, *flags, "--epochs=2", "--epochs_decay=0")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    export_dir = os.path.join(root, "savedmodel")
+    result = run_app(
+        "tfmri.export", *common, f"--model_name={model_name}", f"--export_dir={export_dir}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved_model = os.path.join(export_dir, model_name, "1")
+    return model_dir, saved_model, (first, resumed), first_step
+
+
+def assert_generator_weights_finite(model_dir):
+    """The newest checkpoint of ``model_dir`` holds generator weights, all finite."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
+    weights = [
+        reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name.startswith("generator/")
+    ]
+    assert weights and all(np.all(np.isfinite(weight)) for weight in weights)
 
 
 def run_module(*args, timeout=None):

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import report_8x, run_app, run_tool
+from tests.conftest import (
+    assert_generator_weights_finite,
+    report_8x,
+    run_tool,
+    train_resume_export,
+)
 from tfmri.data import coils, fastmri_files, masks, pipeline, transforms
 from tfmri.models import cascade, consistency, networks, pix2pix
 from tfmri.serving import client
@@ -108,9 +113,14 @@ def test_zero_stages_on_multicoil_data_give_the_maps_combined_image(multicoil_re
     np.testing.assert_allclose(image.numpy(), expected, atol=1e-5 * expected.max())
 
 
-def test_gradients_are_finite_and_reach_every_stage(singlecoil_records):
+# From the zero-filled image, and from CS-TV (no gradient through it; few iterations).
+CS_TV_START = dict(cascade_start="cs_tv", start_cs_lambda=0.01, start_cs_iterations=5)
+
+
+@pytest.mark.parametrize("start", [{}, CS_TV_START], ids=["zero_filled", "cs_tv"])
+def test_gradients_are_finite_and_reach_every_stage(singlecoil_records, start):
     inputs, target = _batch(singlecoil_records)
-    model = pix2pix.ReconstructionModel(_config(cascades=3))
+    model = pix2pix.ReconstructionModel(_config(cascades=3, **start))
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.abs(model(inputs, training=True) - target))
     variables = model.generator.trainable_variables
@@ -160,18 +170,11 @@ def test_bad_cascade_settings_are_refused(changes, message):
 def cascade_export(singlecoil_records, tmp_path_factory):
     """A tiny cascade pix2pix trained one epoch, then resumed for a second, and its export:
     (model dir, SavedModel version dir, the first run's last step)."""
-    root = tmp_path_factory.mktemp("cascade")
-    model_dir = str(root / "run")
-    common = [f"--data_dir={singlecoil_records}", f"--model_dir={model_dir}", "--batch_size=2"]
-    first = run_app("tfmri.train", *common, *TINY, "--epochs=1", "--epochs_decay=0")
-    assert first.returncode == 0, first.stderr[-3000:]
-    first_step = int(tf.train.latest_checkpoint(model_dir).split("-")[-1])
-    resumed = run_app("tfmri.train", *common, *TINY, "--epochs=2", "--epochs_decay=0")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    export_dir = str(root / "savedmodel")
-    result = run_app("tfmri.export", *common, "--model_name=cascade", f"--export_dir={export_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return model_dir, os.path.join(export_dir, "cascade", "1"), first_step
+    root = str(tmp_path_factory.mktemp("cascade"))
+    model_dir, saved_model, _, first_step = train_resume_export(
+        singlecoil_records, root, TINY, "cascade"
+    )
+    return model_dir, saved_model, first_step
 
 
 def test_training_resumes_where_it_stopped(cascade_export):
@@ -182,22 +185,31 @@ def test_training_resumes_where_it_stopped(cascade_export):
     assert config["generator"] == "cascade" and config["cascades"] == 2
 
 
-def test_served_cascade_equals_the_keras_model(cascade_export, singlecoil_records, singlecoil_raw):
-    model_dir, saved_model, _ = cascade_export
+def served_and_keras(model_dir, saved_model, records, raw):
+    """(served, Keras) reconstructions [1, 320, 320] of one validation slice: the
+    SavedModel's serving_default on the file's masked k-space, and the run's newest
+    checkpoint called on the pipeline's inputs; and those inputs."""
     model = pix2pix.ReconstructionModel.from_config(checkpoints.read_model_config(model_dir))
     checkpoints.restore_weights(model, model_dir)
-    inputs, _ = _batch(singlecoil_records, batch_size=1)
+    inputs, _ = _batch(records, batch_size=1)
     expected = transforms.denormalize(
         model(inputs)[..., 0], inputs["mean"][:, None, None], inputs["std"][:, None, None]
     ).numpy()
     name = inputs["volume"].numpy()[0].decode()
-    volume = fastmri_files.read_volume(os.path.join(singlecoil_raw, "singlecoil_val", name))
+    volume = fastmri_files.read_volume(os.path.join(raw, "singlecoil_val", name))
     kspace = volume.kspace[inputs["slice_index"].numpy()]
     mask = masks.fixed_volume_mask(SPEC, name, kspace.shape[-1])
     request = client.split_kspace(kspace * mask, mask)
     signature = tf.saved_model.load(saved_model).signatures["serving_default"]
     served = signature(**{key: tf.constant(value) for key, value in request.items()})
-    image = served["reconstruction"].numpy()
+    return served["reconstruction"].numpy(), expected, inputs
+
+
+def test_served_cascade_equals_the_keras_model(cascade_export, singlecoil_records, singlecoil_raw):
+    model_dir, saved_model, _ = cascade_export
+    image, expected, inputs = served_and_keras(
+        model_dir, saved_model, singlecoil_records, singlecoil_raw
+    )
     assert image.shape == expected.shape == (1, 320, 320)
     np.testing.assert_allclose(image, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     # The trained cascade is not the zero-filled image.
@@ -256,10 +268,4 @@ def test_cascade_trains_mirrored_and_in_mixed_precision(
     assert result.returncode == 0, result.stderr[-3000:]
     if extra:
         assert "2 replica(s)" in result.stdout
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
-    weights = [
-        reader.get_tensor(name)
-        for name in reader.get_variable_to_shape_map()
-        if name.startswith("generator/")
-    ]
-    assert weights and all(np.all(np.isfinite(weight)) for weight in weights)
+    assert_generator_weights_finite(model_dir)

@@ -9,11 +9,15 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from tests.conftest import report_8x, run_app, run_tool
+from tests.conftest import (
+    assert_generator_weights_finite,
+    report_8x,
+    run_tool,
+    train_resume_export,
+)
 from tfmri.baselines import cs_tv
-from tfmri.data import fastmri_files, masks, pipeline, transforms
+from tfmri.data import masks, pipeline, transforms
 from tfmri.models import cascade, pix2pix
-from tfmri.serving import client
 from tfmri.training import checkpoints
 
 SPEC = masks.MaskSpec("random", (0.04,), (8,))
@@ -61,33 +65,6 @@ def test_zero_stages_on_multicoil_data_give_the_cs_tv_reconstruction(multicoil_r
     np.testing.assert_allclose(image, expected, atol=1e-4 * expected.max())
 
 
-def test_gradients_are_finite_and_reach_every_stage(singlecoil_records):
-    inputs, target = _batch(singlecoil_records)
-    config = pix2pix.ModelConfig(
-        depth=3,
-        base_filters=4,
-        dropout=0.0,
-        norm="instance",
-        discriminator="none",
-        generator="cascade",
-        cascades=2,
-        data_consistency=True,
-        cascade_start="cs_tv",
-        start_cs_lambda=0.01,
-        start_cs_iterations=ITERATIONS,
-    )
-    model = pix2pix.ReconstructionModel(config)
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(tf.abs(model(inputs, training=True) - target))
-    variables = model.generator.trainable_variables
-    gradients = tape.gradient(loss, variables)
-    assert all(g is not None and np.all(np.isfinite(g.numpy())) for g in gradients)
-    for stage in model.generator.networks:
-        kernel = stage.get_layer("out_conv").kernel
-        (gradient,) = [g for v, g in zip(variables, gradients) if v is kernel]
-        assert np.abs(gradient.numpy()).max() > 0
-
-
 @pytest.mark.parametrize(
     "changes, message",
     [
@@ -132,18 +109,8 @@ def cs_cascade_run(singlecoil_records, tmp_path_factory):
     """A tiny L1 cascade started from CS-TV (lambda auto), trained one epoch, resumed for
     a second, and exported: (model dir, SavedModel version dir, the two runs' outputs,
     the first run's last step)."""
-    root = tmp_path_factory.mktemp("cs_cascade")
-    model_dir = str(root / "run")
-    common = [f"--data_dir={singlecoil_records}", f"--model_dir={model_dir}", "--batch_size=2"]
-    first = run_app("tfmri.train", *common, *TINY, "--epochs=1", "--epochs_decay=0")
-    assert first.returncode == 0, first.stderr[-3000:]
-    first_step = int(tf.train.latest_checkpoint(model_dir).split("-")[-1])
-    resumed = run_app("tfmri.train", *common, *TINY, "--epochs=2", "--epochs_decay=0")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    export_dir = str(root / "savedmodel")
-    result = run_app("tfmri.export", *common, "--model_name=cs", f"--export_dir={export_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return model_dir, os.path.join(export_dir, "cs", "1"), (first, resumed), first_step
+    root = str(tmp_path_factory.mktemp("cs_cascade"))
+    return train_resume_export(singlecoil_records, root, TINY, "cs")
 
 
 def test_auto_lambda_is_chosen_on_the_training_split_and_kept(cs_cascade_run, singlecoil_records):
@@ -165,19 +132,12 @@ def test_auto_lambda_is_chosen_on_the_training_split_and_kept(cs_cascade_run, si
 def test_served_cs_cascade_equals_the_keras_model(
     cs_cascade_run, singlecoil_records, singlecoil_raw
 ):
+    from tests.test_cascade import served_and_keras
+
     model_dir, saved_model, _, _ = cs_cascade_run
-    model = pix2pix.ReconstructionModel.from_config(checkpoints.read_model_config(model_dir))
-    checkpoints.restore_weights(model, model_dir)
-    inputs, _ = _batch(singlecoil_records, batch_size=1)
-    expected = _denormalized(model(inputs), inputs)
-    name = inputs["volume"].numpy()[0].decode()
-    volume = fastmri_files.read_volume(os.path.join(singlecoil_raw, "singlecoil_val", name))
-    kspace = volume.kspace[inputs["slice_index"].numpy()]
-    mask = masks.fixed_volume_mask(SPEC, name, kspace.shape[-1])
-    request = client.split_kspace(kspace * mask, mask)
-    signature = tf.saved_model.load(saved_model).signatures["serving_default"]
-    served = signature(**{key: tf.constant(value) for key, value in request.items()})
-    image = served["reconstruction"].numpy()
+    image, expected, _ = served_and_keras(
+        model_dir, saved_model, singlecoil_records, singlecoil_raw
+    )
     np.testing.assert_allclose(image, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     # TF Serving runs no XLA JIT by default: no function of the export must be compiled.
     with open(os.path.join(saved_model, "saved_model.pb"), "rb") as handle:
@@ -222,10 +182,4 @@ def test_cs_cascade_trains_on_two_mirrored_replicas(singlecoil_records, tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replica(s)" in result.stdout
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir))
-    weights = [
-        reader.get_tensor(name)
-        for name in reader.get_variable_to_shape_map()
-        if name.startswith("generator/")
-    ]
-    assert weights and all(np.all(np.isfinite(weight)) for weight in weights)
+    assert_generator_weights_finite(model_dir)
