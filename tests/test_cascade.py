@@ -13,6 +13,7 @@ from tests.conftest import (
     run_tool,
     train_resume_export,
 )
+from tfmri.baselines import cs_tv
 from tfmri.data import coils, fastmri_files, masks, pipeline, transforms
 from tfmri.models import cascade, consistency, networks, pix2pix
 from tfmri.serving import client
@@ -24,7 +25,7 @@ TINY += ["--d_base_filters=4", "--norm=instance", "--d_norm=instance", "--dropou
 TINY += ["--data_consistency"]
 
 
-def _batch(records, split="singlecoil_val", batch_size=2):
+def val_batch(records, split="singlecoil_val", batch_size=2):
     options = pipeline.PipelineOptions(SPEC, batch_size=batch_size, data_consistency=True)
     inputs, target = next(iter(pipeline.make_dataset(records, split, options, training=False)))
     return inputs, target
@@ -77,7 +78,7 @@ def test_put_back_keeps_the_measured_columns_exactly():
 
 
 def test_every_stage_output_keeps_the_measured_columns(singlecoil_records):
-    inputs, _ = _batch(singlecoil_records)
+    inputs, _ = val_batch(singlecoil_records)
     generator = _randomized(_config(cascades=3).build_generator())
     image = generator.complex_image(inputs)
     # Back in the measured units: the cascade divides by the slice's std.
@@ -95,7 +96,7 @@ def test_every_stage_output_keeps_the_measured_columns(singlecoil_records):
 
 
 def test_zero_stages_give_the_zero_filled_image(singlecoil_records):
-    inputs, _ = _batch(singlecoil_records)
+    inputs, _ = val_batch(singlecoil_records)
     output = cascade.CascadeGenerator(320, 0)(inputs)
     image = transforms.denormalize_per_slice(output[..., 0], inputs["mean"], inputs["std"])
     expected = inputs["zero_filled_image"].numpy()
@@ -104,7 +105,7 @@ def test_zero_stages_give_the_zero_filled_image(singlecoil_records):
 
 def test_zero_stages_on_multicoil_data_give_the_maps_combined_image(multicoil_records):
     _, records = multicoil_records
-    inputs, _ = _batch(records, "multicoil_val", batch_size=1)
+    inputs, _ = val_batch(records, "multicoil_val", batch_size=1)
     output = cascade.CascadeGenerator(320, 0)(inputs)
     image = transforms.denormalize_per_slice(output[..., 0], inputs["mean"], inputs["std"])
     maps = coils.estimate_maps(inputs["measured"], inputs["mask"])
@@ -119,7 +120,7 @@ CS_TV_START = dict(cascade_start="cs_tv", start_cs_lambda=0.01, start_cs_iterati
 
 @pytest.mark.parametrize("start", [{}, CS_TV_START], ids=["zero_filled", "cs_tv"])
 def test_gradients_are_finite_and_reach_every_stage(singlecoil_records, start):
-    inputs, target = _batch(singlecoil_records)
+    inputs, target = val_batch(singlecoil_records)
     model = pix2pix.ReconstructionModel(_config(cascades=3, **start))
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.abs(model(inputs, training=True) - target))
@@ -191,7 +192,7 @@ def served_and_keras(model_dir, saved_model, records, raw):
     checkpoint called on the pipeline's inputs; and those inputs."""
     model = pix2pix.ReconstructionModel.from_config(checkpoints.read_model_config(model_dir))
     checkpoints.restore_weights(model, model_dir)
-    inputs, _ = _batch(records, batch_size=1)
+    inputs, _ = val_batch(records, batch_size=1)
     expected = transforms.denormalize(
         model(inputs)[..., 0], inputs["mean"][:, None, None], inputs["std"][:, None, None]
     ).numpy()
@@ -233,12 +234,16 @@ def test_report_names_cascade_rows_apart_from_the_unet(cascade_export, exported,
     assert [row["ssim"] for row in cascade_rows] != [row["ssim"] for row in unet_rows]
 
 
-def test_multicoil_cascade_trains(multicoil_records, tmp_path):
+@pytest.mark.parametrize("start", [[], ["--cascade_start=cs_tv", "--start_cs_iterations=5"]])
+def test_multicoil_cascade_trains(multicoil_records, tmp_path, start):
     from tests.test_multicoil import train_multicoil_unet
 
     _, records = multicoil_records
-    config = train_multicoil_unet(records, str(tmp_path / "multicoil"), *TINY, "--batch_size=1")
+    flags = [*TINY, *start, "--batch_size=1"]
+    config = train_multicoil_unet(records, str(tmp_path / "multicoil"), *flags)
     assert config["multicoil"] and config["generator"] == "cascade"
+    if start:  # lambda auto, chosen on the multi-coil training split
+        assert config["start_cs_lambda"] in cs_tv.LAMBDA_GRID
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 reconstruction, the lambda chosen on the training split and kept, training, resume,
 export without XLA and serving equal to the Keras model, the report's row."""
 
+import json
 import os
 
 import numpy as np
@@ -15,22 +16,16 @@ from tests.conftest import (
     run_tool,
     train_resume_export,
 )
+from tests.test_cascade import SPEC, served_and_keras, val_batch
 from tfmri.baselines import cs_tv
-from tfmri.data import masks, pipeline, transforms
+from tfmri.data import transforms
 from tfmri.models import cascade, pix2pix
 from tfmri.training import checkpoints
 
-SPEC = masks.MaskSpec("random", (0.04,), (8,))
 ITERATIONS = 5  # CS-TV's 100 iterations take 0.15 s a slice: the tests run few
 TINY = ["--generator=cascade", "--cascades=2", "--depth=3", "--base_filters=4"]
 TINY += ["--norm=instance", "--dropout=0", "--data_consistency", "--model=unet"]
 TINY += ["--cascade_start=cs_tv", f"--start_cs_iterations={ITERATIONS}"]
-
-
-def _batch(records, batch_size=2):
-    options = pipeline.PipelineOptions(SPEC, batch_size=batch_size, data_consistency=True)
-    dataset = pipeline.make_dataset(records, "singlecoil_val", options, training=False)
-    return next(iter(dataset))
 
 
 def _denormalized(output, inputs):
@@ -38,7 +33,7 @@ def _denormalized(output, inputs):
 
 
 def test_zero_stages_give_the_cs_tv_reconstruction(singlecoil_records):
-    inputs, _ = _batch(singlecoil_records)
+    inputs, _ = val_batch(singlecoil_records)
     options = cs_tv.CsTvOptions(regularization=0.01, iterations=20)
     expected = cs_tv.reconstruct_hybrid(inputs["measured"], inputs["mask"], options).numpy()
     generator = cascade.CascadeGenerator(320, 0, start="cs_tv", cs_lambda=0.01, cs_iterations=20)
@@ -54,9 +49,7 @@ def test_zero_stages_give_the_cs_tv_reconstruction(singlecoil_records):
 
 def test_zero_stages_on_multicoil_data_give_the_cs_tv_reconstruction(multicoil_records):
     _, records = multicoil_records
-    options = pipeline.PipelineOptions(SPEC, batch_size=1, data_consistency=True)
-    dataset = pipeline.make_dataset(records, "multicoil_val", options, training=False)
-    inputs, _ = next(iter(dataset))
+    inputs, _ = val_batch(records, "multicoil_val", batch_size=1)
     options = cs_tv.CsTvOptions(regularization=0.01, iterations=20)
     # The baseline estimates the coil maps itself; the cascade passes its own.
     expected = cs_tv.reconstruct_hybrid(inputs["measured"], inputs["mask"], options).numpy()
@@ -70,6 +63,7 @@ def test_zero_stages_on_multicoil_data_give_the_cs_tv_reconstruction(multicoil_r
     [
         (dict(generator="unet"), "starts the cascade generator: add --generator=cascade"),
         (dict(start_cs_lambda="-1"), "lambda must be 'auto' or a number > 0"),
+        (dict(start_cs_lambda="inf"), "lambda must be 'auto' or a number > 0"),
         (dict(start_cs_iterations=0), "start_cs_iterations must be >= 1"),
         (dict(cascade_start="bart"), "cascade_start must be one of zero_filled, cs_tv"),
     ],
@@ -115,12 +109,15 @@ def cs_cascade_run(singlecoil_records, tmp_path_factory):
 
 def test_auto_lambda_is_chosen_on_the_training_split_and_kept(cs_cascade_run, singlecoil_records):
     model_dir, _, (first, resumed), first_step = cs_cascade_run
-    groups = cs_tv.tuning_slices(singlecoil_records, "singlecoil_train", SPEC, 4)
+    groups = cs_tv.tuning_slices(singlecoil_records, "singlecoil_train", SPEC)
     assert len(groups) == 3  # the fixture's 3 training volumes, 2 middle slices each
     expected, _ = cs_tv.choose_lambda(groups, ITERATIONS)
     config = checkpoints.read_model_config(model_dir)["config"]
     assert config["start_cs_lambda"] == pytest.approx(expected)
-    assert f"--start_cs_lambda=auto: CS-TV lambda {expected:g}" in first.stdout
+    assert f"--start_cs_lambda=auto: CS-TV lambda {expected:g} on singlecoil_train" in first.stdout
+    with open(os.path.join(model_dir, "history.jsonl")) as handle:
+        events = [json.loads(line) for line in handle]
+    assert [event["start_cs_lambda"] for event in events] == [pytest.approx(expected)] * 2
     # The resumed run takes the kept lambda and does not choose again.
     assert "--start_cs_lambda=auto" not in resumed.stdout
     assert int(tf.train.latest_checkpoint(model_dir).split("-")[-1]) == 2 * first_step
@@ -132,13 +129,17 @@ def test_auto_lambda_is_chosen_on_the_training_split_and_kept(cs_cascade_run, si
 def test_served_cs_cascade_equals_the_keras_model(
     cs_cascade_run, singlecoil_records, singlecoil_raw
 ):
-    from tests.test_cascade import served_and_keras
-
     model_dir, saved_model, _, _ = cs_cascade_run
-    image, expected, _ = served_and_keras(
+    image, expected, inputs = served_and_keras(
         model_dir, saved_model, singlecoil_records, singlecoil_raw
     )
+    assert image.shape == expected.shape == (1, 320, 320)
     np.testing.assert_allclose(image, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    # The trained stages changed CS-TV's image (the model with its stages dropped).
+    lam = checkpoints.read_model_config(model_dir)["config"]["start_cs_lambda"]
+    start = cascade.CascadeGenerator(320, 0, start="cs_tv", cs_lambda=lam, cs_iterations=ITERATIONS)
+    cs_image = _denormalized(start(inputs), inputs)
+    assert np.abs(image - cs_image).max() > 1e-3 * cs_image.max()
     # TF Serving runs no XLA JIT by default: no function of the export must be compiled.
     with open(os.path.join(saved_model, "saved_model.pb"), "rb") as handle:
         proto = saved_model_pb2.SavedModel.FromString(handle.read())

@@ -133,13 +133,17 @@ import json
 from tfmri import demo
 config = demo.DemoConfig("w", "e", with_4x=True, with_cascade=True)
 print(json.dumps([[n for n, _ in config.runs()], [n for n, _ in config.runs(only_8x=True)]]))
+print(json.dumps([n for n, _ in demo.DemoConfig("w", "e", data_consistency=False).runs()]))
 """
 
 
 def test_with_cascade_trains_the_cascade_runs_next_to_the_unet_ones(tmp_path):
     listed = run_tool("-c", LIST_RUNS)
     assert listed.returncode == 0, listed.stderr[-3000:]
-    names, names_8x = json.loads(listed.stdout.strip().splitlines()[-1])
+    *_, both, without_consistency = listed.stdout.strip().splitlines()
+    names, names_8x = json.loads(both)
+    # Without data consistency the cascades, which need it, are left out.
+    assert json.loads(without_consistency) == ["pix2pix_nodc", "unet_nodc"]
     assert names == [
         "pix2pix",
         "unet",

@@ -56,7 +56,7 @@ flags.DEFINE_string(
     cs_tv.AUTO,
     "CS-TV regularisation weight (lambda): a number, or 'auto' to choose it at each "
     "acceleration on the middle slices of a few volumes of --cs_tune_split (best SSIM of "
-    "the lambdas within 10 % of the best NMSE).",
+    f"the lambdas within {cs_tv.NMSE_SLACK - 1:.0%} of the best NMSE).",
 )
 flags.DEFINE_integer("cs_iterations", cs_tv.DEFAULT_ITERATIONS, "CS-TV iterations.")
 flags.DEFINE_string(
@@ -78,7 +78,10 @@ flags.DEFINE_string(
     "Split of --check_data_dir on which --cs_lambda=auto chooses lambda for the check set.",
 )
 flags.DEFINE_integer(
-    "cs_tune_volumes", 4, "Volumes of --cs_tune_split used by --cs_lambda=auto.", lower_bound=1
+    "cs_tune_volumes",
+    cs_tv.TUNE_VOLUMES,
+    "Volumes of --cs_tune_split used by --cs_lambda=auto.",
+    lower_bound=1,
 )
 flags.DEFINE_string("report_dir", "runs/report", "Where report.md, report.json and figures go.")
 flags.DEFINE_integer("num_example_volumes", 2, "Volumes (middle slice) in examples_<A>x.png.")

@@ -49,6 +49,7 @@ NMSE_SLACK = 1.1  # choose_lambda: lambdas within 10 % of the best NMSE compete 
 LAMBDA_GRID = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 DEFAULT_ITERATIONS = 100
 TUNE_SLICES = 2  # middle slices per volume on which --cs_lambda=auto scores each lambda
+TUNE_VOLUMES = 4  # volumes of the tuning split it reads, by default
 # tau / sigma = STEP_BALANCE / lambda (tau * sigma = 1 / ||K||^2 always): the balance that
 # converged fastest over lambda 0.003 to 0.01 on the synthetic validation slices.
 STEP_BALANCE = 0.64
@@ -74,7 +75,7 @@ def parse_lambda(text):
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value > 0:
+    if not 0 < value < float("inf"):
         raise ValueError(f"CS-TV lambda must be 'auto' or a number > 0, got {text!r}")
     return value
 
@@ -318,7 +319,7 @@ def choose_lambda(batches, iterations=DEFAULT_ITERATIONS, crop_size=None, grid=L
     return max(close, key=lambda lam: scores[lam]["ssim"]), scores
 
 
-def tuning_slices(data_dir, split, spec, volumes):
+def tuning_slices(data_dir, split, spec, volumes=TUNE_VOLUMES):
     """[(measured, mask, target)] for :func:`choose_lambda`: the middle TUNE_SLICES slices
     of each of the first ``volumes`` volumes of ``split`` (TFRecords in ``data_dir``),
     masked with ``spec`` (a :class:`tfmri.data.masks.MaskSpec`) as evaluation masks them,
@@ -346,3 +347,19 @@ def tuning_slices(data_dir, split, spec, volumes):
             )
         )
     return groups
+
+
+def choose_on_split(data_dir, split, spec, volumes=TUNE_VOLUMES, iterations=DEFAULT_ITERATIONS):
+    """:func:`choose_lambda` on :func:`tuning_slices` of ``split``: (lambda, scores)."""
+    return choose_lambda(tuning_slices(data_dir, split, spec, volumes), iterations)
+
+
+def describe_choice(scores):
+    """How the lambda was chosen, and every candidate's mean NMSE / SSIM, in one line."""
+    listed = ", ".join(
+        f"{float(lam):g}: {s['nmse']:.4f}/{s['ssim']:.4f}" for lam, s in scores.items()
+    )
+    return (
+        f"the best SSIM of the lambdas within {NMSE_SLACK - 1:.0%} of the best NMSE on the "
+        f"tuning slices; (lambda: NMSE/SSIM) {listed}"
+    )

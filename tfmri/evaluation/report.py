@@ -216,18 +216,14 @@ def check(config: ReportConfig):
     return runs, checked
 
 
-def tuning_slices(config, source, spec):
-    """:func:`tfmri.baselines.cs_tv.tuning_slices` of the tuning split, --cs_tune_volumes."""
-    return cs_tv.tuning_slices(source.data_dir, source.tune_split, spec, config.cs_tune_volumes)
-
-
 def cs_lambda_for(config, source, spec):
     """(lambda, {candidate: mean NMSE, SSIM} or None) of one setting: --cs_lambda, or chosen."""
     regularization = cs_tv.parse_lambda(config.cs_lambda)
     if regularization != cs_tv.AUTO:
         return regularization, None
-    best, scores = cs_tv.choose_lambda(tuning_slices(config, source, spec), config.cs_iterations)
-    return best, scores
+    return cs_tv.choose_on_split(
+        source.data_dir, source.tune_split, spec, config.cs_tune_volumes, config.cs_iterations
+    )
 
 
 def _dataset(config, source, spec, measured=False, data_consistency=False, network=True):
@@ -318,7 +314,8 @@ def _lambda_source(config, source):
     if not config.cs_auto:
         return f"{float(config.cs_lambda):g}"
     return (
-        f"chosen at each acceleration (best SSIM within 10 % of the best NMSE) on the "
+        f"chosen at each acceleration (best SSIM within {cs_tv.NMSE_SLACK - 1:.0%} of the best "
+        "NMSE) on the "
         f"middle {cs_tv.TUNE_SLICES} slices of up to {config.cs_tune_volumes} volumes of "
         f"`{source.tune_split}`"
     )
@@ -377,16 +374,8 @@ def markdown(config, results, runs, checked) -> str:
             lines.append(f"| {method} | no run trained at {result['acceleration']}x | | | |")
         tuning = result["cs_tv"]["tuning"]
         if tuning:
-            scores = ", ".join(
-                f"{float(k):g}: {v['nmse']:.4f}/{v['ssim']:.4f}" for k, v in tuning.items()
-            )
-            lines += [
-                "",
-                f"CS-TV lambda {result['cs_tv']['lambda']:g}: the best SSIM of the lambdas "
-                "within 10 % of the best NMSE on the tuning slices; (lambda: NMSE/SSIM) "
-                f"{scores}.",
-                "",
-            ]
+            chosen = f"CS-TV lambda {result['cs_tv']['lambda']:g}"
+            lines += ["", f"{chosen}: {cs_tv.describe_choice(tuning)}.", ""]
         lines += [f"![examples]({os.path.basename(result['figure'])})", ""]
     if runs:
         lines += ["## Checkpoints", ""]

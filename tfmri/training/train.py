@@ -37,7 +37,6 @@ from tfmri.training import callbacks, checkpoints
 # data consistency, and in validation data for scoring against the stored target.
 MODEL_INPUTS = ("zero_filled", "mean", "std", "max_value")
 OPTIONAL_INPUTS = ("measured", "mask", "zero_filled_image", "target_image")
-TUNE_VOLUMES = 4  # training volumes on which --start_cs_lambda=auto chooses (as tfmri.report)
 HISTORY_FILE = "history.jsonl"  # one line per start or resume of the run, appended
 
 
@@ -153,27 +152,25 @@ def plan_epochs(run: run_config.RunConfig, data: TrainingData, task, replicas) -
 def start_lambda(run: run_config.RunConfig, task) -> pix2pix.ModelConfig:
     """The run's ModelConfig with a number for --start_cs_lambda=auto (a cascade started
     from CS-TV): the lambda an earlier start of the run chose (its model.json), else the
-    one :func:`tfmri.baselines.cs_tv.choose_lambda` chooses now on the middle slices of
-    the first TUNE_VOLUMES training volumes, masked as --mask_type etc. say (as
-    tfmri.report's --cs_lambda=auto chooses CS-TV's on the training split)."""
+    one :func:`tfmri.baselines.cs_tv.choose_on_split` chooses now on the training split,
+    masked as the run's mask flags say (as tfmri.report's --cs_lambda=auto chooses
+    CS-TV's). Every worker of a multi-worker run chooses it from the same slices by the
+    same computation; the chief prints it and keeps it in model.json and history.jsonl."""
     model = run.model
     if not model.starts_from_cs_tv or model.start_cs_lambda != cs_tv.AUTO:
         return model
-    path = os.path.join(run.runtime.model_dir, checkpoints.MODEL_CONFIG)
-    if os.path.exists(path):
+    if os.path.exists(os.path.join(run.runtime.model_dir, checkpoints.MODEL_CONFIG)):
         saved = checkpoints.read_model_config(run.runtime.model_dir)["config"]
         if saved.get("start_cs_lambda", cs_tv.AUTO) != cs_tv.AUTO:
             return dataclasses.replace(model, start_cs_lambda=saved["start_cs_lambda"])
-    groups = cs_tv.tuning_slices(run.data.data_dir, run.data.train_split, run.mask, TUNE_VOLUMES)
-    chosen, scores = cs_tv.choose_lambda(groups, model.start_cs_iterations)
+    split = run.data.train_split
+    chosen, scores = cs_tv.choose_on_split(
+        run.data.data_dir, split, run.mask, iterations=model.start_cs_iterations
+    )
     if task.is_chief:
-        listed = ", ".join(
-            f"{lam:g}: {score['nmse']:.4f}/{score['ssim']:.3f}" for lam, score in scores.items()
-        )
         print(
-            f"--start_cs_lambda=auto: CS-TV lambda {chosen:g}, the best SSIM within "
-            f"{cs_tv.NMSE_SLACK - 1:.0%} of the best NMSE on {sum(len(g[0]) for g in groups)} "
-            f"slices of {run.data.train_split} (lambda: NMSE/SSIM {listed})",
+            f"--start_cs_lambda=auto: CS-TV lambda {chosen:g} on {split}, "
+            f"{cs_tv.describe_choice(scores)}",
             flush=True,
         )
     return dataclasses.replace(model, start_cs_lambda=chosen)
@@ -241,15 +238,16 @@ def record_start(run, checkpointer, state, resumed, changed):
     """The chief's records of a start or resume: history line, run_config.json,
     flags.cfg, model.json and (at step 0) the hparams; returns the log directory."""
     model_dir = run.runtime.model_dir
-    _append_history(
-        model_dir,
-        {
-            "event": "resume" if resumed else "start",
-            "checkpoint": checkpointer.manager.latest_checkpoint if resumed else None,
-            "global_step": int(state.global_step),
-            "changed": {name: list(values) for name, values in changed.items()},
-        },
-    )
+    event = {
+        "event": "resume" if resumed else "start",
+        "checkpoint": checkpointer.manager.latest_checkpoint if resumed else None,
+        "global_step": int(state.global_step),
+        "changed": {name: list(values) for name, values in changed.items()},
+    }
+    model = checkpointer.model.config
+    if model.starts_from_cs_tv:  # the number --start_cs_lambda=auto stands for
+        event["start_cs_lambda"] = model.start_cs_lambda
+    _append_history(model_dir, event)
     run.save(model_dir)
     fileio.write_text(os.path.join(model_dir, checkpoints.FLAGS_FILE), run_config.flagfile(run))
     checkpoints.write_model_config(model_dir, checkpointer.model)
