@@ -62,7 +62,7 @@ def test_zero_stages_on_multicoil_data_give_the_cs_tv_reconstruction(multicoil_r
     "changes, message",
     [
         (dict(generator="unet"), "starts the cascade generator: add --generator=cascade"),
-        (dict(start_cs_lambda="-1"), "lambda must be 'auto' or a number > 0"),
+        (dict(start_cs_lambda="-1"), "--start_cs_lambda=-1: CS-TV lambda must be 'auto' or a"),
         (dict(start_cs_lambda="inf"), "lambda must be 'auto' or a number > 0"),
         (dict(start_cs_iterations=0), "start_cs_iterations must be >= 1"),
         (dict(cascade_start="bart"), "cascade_start must be one of zero_filled, cs_tv"),

@@ -92,7 +92,11 @@ class ModelConfig:
                 f"generator must be one of {', '.join(GENERATORS)}, got {self.generator!r}"
             )
         # A number given as text (a flag) is kept as a float, "auto" as is.
-        object.__setattr__(self, "start_cs_lambda", cs_tv.parse_lambda(self.start_cs_lambda))
+        try:
+            lam = cs_tv.parse_lambda(self.start_cs_lambda)
+        except ValueError as error:
+            raise ValueError(f"--start_cs_lambda={self.start_cs_lambda}: {error}") from None
+        object.__setattr__(self, "start_cs_lambda", lam)
         if self.generator == "cascade":
             self._check_cascade()
         elif self.cascade_start != "zero_filled":
