@@ -11,8 +11,9 @@ the model is timed:
   MirroredStrategy), and float32 on 2 worker processes on this machine
   (MultiWorkerMirroredStrategy, TF_CONFIG as tools/launch_local_cluster.py writes it),
   in slices/s;
-* the demo's cascade generator (configs/demo_cascade.cfg) and the demo's U-Net with data
-  consistency, as configs/demo.cfg trains it, side by side (float32; the cascade also in
+* the demo's cascade generator (configs/demo_cascade.cfg), the cascade started from
+  CS-TV (configs/demo_cs_cascade.cfg) and the demo's U-Net with data consistency, as
+  configs/demo.cfg trains it, side by side (float32; the cascade also in
   mixed_bfloat16), on batches with measured k-space 368 columns wide;
 * the pix2pix reference setting: unet_256 generator (8 levels, 64 filters, batch
   norm, dropout 0.5) + 70 x 70 PatchGAN, 256 x 256, batch 1, float32, in
@@ -68,6 +69,9 @@ DEMO = dict(
 # 16-filter U-Net on the complex image, data consistency after each; k-space 368 wide.
 DEMO_DC = dict(DEMO, data_consistency=True)  # configs/demo.cfg trains with it
 CASCADE = dict(DEMO, generator="cascade", cascades=5, depth=3, data_consistency=True)
+# The cascade started from CS-TV (configs/demo_cs_cascade.cfg, pix2pix step here): 2 stages
+# correcting 100 iterations of CS-TV (lambda 0.02, what auto chose at 8x on the demo data).
+CS_CASCADE = dict(CASCADE, cascades=2, cascade_start="cs_tv", start_cs_lambda=0.02)
 REFERENCE = dict(
     image_size=256,
     depth=8,
@@ -90,6 +94,7 @@ CASES = {
     "demo data-consistency float32, 1 replica": (DEMO_DC, 8, "float32", 1),
     "demo cascade float32, 1 replica": (CASCADE, 8, "float32", 1),
     "demo cascade mixed_bfloat16, 1 replica": (CASCADE, 8, "mixed_bfloat16", 1),
+    "demo cs_cascade float32, 1 replica": (CS_CASCADE, 8, "float32", 1),
     "reference float32, batch 1": (REFERENCE, 1, "float32", 1),
     PYTORCH: (None, 1, "float32", 1),
     "reference mixed_bfloat16, batch 1": (REFERENCE, 1, "mixed_bfloat16", 1),
