@@ -158,9 +158,10 @@ def generator_gflops(model):
     """GFLOPs of the generator's convolutions per slice (tfmri.models.networks.conv_flops)."""
     from tfmri.models import networks
 
-    generator = model.generator
-    flops = generator.conv_flops() if hasattr(generator, "conv_flops") else None
-    return (networks.conv_flops(generator) if flops is None else flops) / 1e9
+    generator = model.generator  # a cascade counts its stages, a U-Net its own layers
+    if hasattr(generator, "conv_flops"):
+        return generator.conv_flops() / 1e9
+    return networks.conv_flops(generator) / 1e9
 
 
 def step_clock():

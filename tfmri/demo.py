@@ -137,6 +137,10 @@ class DemoConfig:
             runs += CASCADE_4X if self.with_cascade else ()
         return [(name + self.suffix, config_file) for name, config_file in runs]
 
+    def methods_8x(self):
+        """[(run name, method)] of the 8x runs: each is named after its method."""
+        return [(name, name.removesuffix(self.suffix)) for name, _ in self.runs(only_8x=True)]
+
 
 def demo_config(values) -> DemoConfig:
     """The DemoConfig of the flags of ``values`` (absl FlagValues), checked."""
@@ -343,8 +347,7 @@ def write_report(config: DemoConfig, records_dir, check_dir, runs):
         *settings,
     ]
     overrides += [f"--check_data_dir={check_dir}"] if check_dir else []
-    methods = ["zero_filled", "cs_tv"]
-    methods += [name.removesuffix(config.suffix) for name, _ in config.runs(only_8x=True)]
+    methods = ["zero_filled", "cs_tv"] + [method for _, method in config.methods_8x()]
     overrides.append(f"--methods={','.join(methods)}")
     _run("tfmri.report", os.path.join(CONFIGS, "report_demo.cfg"), overrides)
     return report_dir
@@ -352,9 +355,7 @@ def write_report(config: DemoConfig, records_dir, check_dir, runs):
 
 def serve_recommended(config: DemoConfig, raw_dir, report_dir):
     """Steps 8-9: exports the recommended 8x run and reconstructs the test split with it."""
-    # The 8x runs are named after their method.
-    candidates = [(name, name.removesuffix(config.suffix)) for name, _ in config.runs(only_8x=True)]
-    name, method, ssim = recommended_run(report_dir, candidates)
+    name, method, ssim = recommended_run(report_dir, config.methods_8x())
     _step(f"recommended: {name} ({method}, validation SSIM {ssim:.4f} at {MAIN_ACCELERATION}x)")
     saved_model = export_recommended(config, os.path.join(config.workdir, name))
     test_dir = os.path.join(raw_dir, "singlecoil_test")

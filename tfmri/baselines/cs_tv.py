@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmri.data import coils as coil_maps
-from tfmri.data import transforms
+from tfmri.data import pipeline, transforms
 
 # Chosen on the synthetic validation split (bench/bench_cs.py --sweep; README): the
 # fixed lambda of --cs_lambda=<number>; --cs_lambda=auto chooses from LAMBDA_GRID instead.
@@ -324,8 +324,6 @@ def tuning_slices(data_dir, split, spec, volumes=TUNE_VOLUMES):
     of each of the first ``volumes`` volumes of ``split`` (TFRecords in ``data_dir``),
     masked with ``spec`` (a :class:`tfmri.data.masks.MaskSpec`) as evaluation masks them,
     at each file's recon crop."""
-    from tfmri.data import pipeline
-
     options = pipeline.PipelineOptions(
         spec, batch_size=1, measured=True, recon_crop=True, network_input=False
     )

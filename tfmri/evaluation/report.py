@@ -314,10 +314,9 @@ def _lambda_source(config, source):
     if not config.cs_auto:
         return f"{float(config.cs_lambda):g}"
     return (
-        f"chosen at each acceleration (best SSIM within {cs_tv.NMSE_SLACK - 1:.0%} of the best "
-        "NMSE) on the "
-        f"middle {cs_tv.TUNE_SLICES} slices of up to {config.cs_tune_volumes} volumes of "
-        f"`{source.tune_split}`"
+        f"chosen at each acceleration (best SSIM within {cs_tv.NMSE_SLACK - 1:.0%} of the "
+        f"best NMSE) on the middle {cs_tv.TUNE_SLICES} slices of up to "
+        f"{config.cs_tune_volumes} volumes of `{source.tune_split}`"
     )
 
 

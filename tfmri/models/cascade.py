@@ -110,14 +110,15 @@ class CascadeGenerator(keras.Model):
         measured = inputs["measured"]
         scale = tf.reshape(tf.cast(std, measured.dtype), [-1] + [1] * (measured.shape.rank - 1))
         measured = measured / scale
-        image = transforms.columns_to_image(measured)
-        if maps is not None:
-            image = coils.combine(image, maps)
         if self.start == "cs_tv":
             solve = _cs_tv_compiled if self.compile_start else cs_tv.complex_image
             image = tf.stop_gradient(
                 solve(measured, mask, self.cs_lambda, self.cs_iterations, maps)
             )
+        else:
+            image = transforms.columns_to_image(measured)
+            if maps is not None:
+                image = coils.combine(image, maps)
         for index in range(self.stages):
             image = self._stage(self._network_of(index), image, training)
             image = consistency.complex_consistent(image, measured, mask, maps)
