@@ -23,6 +23,13 @@ the model is timed:
   installed (pip install -e ".[bench]") the PyTorch case is skipped and no ratio is
   printed.
 
+For the reference setting the bench also prints the work of one step (the
+floating-point operations of the convolutions in the generator and discriminator
+passes of a pix2pix step, ``tfmri.models.pix2pix.step_conv_flops``; the PyTorch step
+makes the same), the rate each system reaches on it, and what these cores reach on a
+large float32 matrix product (NumPy, 2048 x 2048), measured in every repeat: how far
+the step is from the cores' own speed, and what rate the 1.5 x target asks for.
+
 Steps are timed one by one (a callback reads each step's logs, as the progress bar
 of tfmri.train does) and the median is reported: a fit() call's start and end (its
 iterator's teardown took up to 5 s here) are not training steps. The minor page
@@ -151,6 +158,9 @@ def run_case(name):
     clock = step_clock()
     model.fit(data, epochs=1, steps_per_epoch=FLAGS.steps + 1, verbose=0, callbacks=[clock])
     cost = {"parameters": model.generator.count_params(), "gflops": generator_gflops(model)}
+    if network is REFERENCE:
+        work = pix2pix.step_conv_flops(model)
+        cost["step_gflops"] = {name: flops / 1e9 for name, flops in work.items()}
     print(json.dumps({"case": name, **clock.summary(), "batch": batch, **cost}))
 
 
@@ -162,6 +172,21 @@ def generator_gflops(model):
     if hasattr(generator, "conv_flops"):
         return generator.conv_flops() / 1e9
     return networks.conv_flops(generator) / 1e9
+
+
+def gemm_gflops(size=2048, products=10):
+    """What these cores reach on a float32 matrix product: NumPy (its BLAS on every
+    core), ``size`` x ``size``, median of ``products`` after one warm-up."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    a @ a
+    seconds = []
+    for _ in range(products):
+        start = time.perf_counter()
+        a @ a
+        seconds.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(seconds) / 1e9
 
 
 def step_clock():
@@ -226,7 +251,11 @@ def main(argv):
         print(f"{PYTORCH}: torch is not installed (pip install -e '.[bench]'); skipped")
         names.remove(PYTORCH)
     runs = {name: [] for name in names}
+    gemm = []
     for _ in range(FLAGS.repeats):
+        if any(name.startswith("reference") for name in names):
+            gemm.append(gemm_gflops())
+            print(f"  float32 matrix product (NumPy, 2048 x 2048): {gemm[-1]:.0f} GFLOP/s")
         for name in names:
             result = run_in_process(name)
             runs[name].append(result)
@@ -261,12 +290,33 @@ def main(argv):
         if "parameters" in results[0]:
             cost = results[0]
             print(f"{name:<44}{cost['parameters'] / 1e6:8.3f} M {cost['gflops']:8.2f} GFLOPs")
+    work = next((r[0]["step_gflops"] for n, r in runs.items() if "step_gflops" in r[0]), None)
+    if work:
+        print_step_rates(work, medians, statistics.median(gemm))
     for name in (n for n in runs if n.startswith("reference")):
         if PYTORCH in medians:
             ratio = medians[PYTORCH] / medians[name]
             print(f"{name} vs PyTorch, measured in this run: {ratio:.2f} x (target 1.5 x)")
         else:
             print(f"{name} vs PyTorch: not measured in this run (no torch), no ratio")
+
+
+def print_step_rates(work, medians, gemm):
+    """The reference step's convolution work, the rate each case reached on it (median
+    step), and the same as a share of the cores' matrix-product rate ``gemm``."""
+    total = sum(work.values())
+    parts = ", ".join(f"{name} {flops:.1f}" for name, flops in work.items())
+    print(f"\nreference step: {total:.1f} GFLOP of convolutions per step ({parts})")
+    print(f"float32 matrix product on these cores, median of the runs: {gemm:.0f} GFLOP/s")
+    for name, seconds in medians.items():
+        if name.startswith("reference") or name == PYTORCH:  # PyTorch's step is the same work
+            rate = total / seconds
+            print(f"{name:<36}{rate:6.0f} GFLOP/s ({100 * rate / gemm:.0f} % of it)")
+    if PYTORCH in medians:
+        target = 1.5 * total / medians[PYTORCH]
+        print(
+            f"{'1.5 x PyTorch would need':<36}{target:6.0f} GFLOP/s ({100 * target / gemm:.0f} % of it)"
+        )
 
 
 def run_in_process(name):

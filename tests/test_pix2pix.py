@@ -1,5 +1,6 @@
 """The training model: losses, schedule, train/test steps and precision modes."""
 
+import dataclasses
 import math
 
 import keras
@@ -230,3 +231,39 @@ def test_padded_validation_batches_score_like_the_real_slices():
         return_dict=True,
     )
     assert not math.isclose(plain["G_L1"], unweighted["G_L1"], rel_tol=1e-3)
+
+
+def test_step_conv_flops_counts_the_passes_of_a_step_by_hand():
+    model = pix2pix.ReconstructionModel(
+        pix2pix.ModelConfig(
+            image_size=8,
+            depth=2,
+            base_filters=2,
+            dropout=0.0,
+            norm="batch",
+            discriminator="patch",
+            n_layers=1,
+            d_base_filters=2,
+        )
+    )
+    # 2 FLOPs per multiply-add of a 4 x 4 kernel. Generator: down0 8 -> 4 (1 -> 2
+    # channels, 16 output pixels), down1 4 -> 2 (2 -> 4, 4 pixels), up0 2 -> 4 (4 -> 2,
+    # 4 input pixels), out 4 -> 8 (2 + 2 skip -> 1, 16 input pixels).
+    down0 = 2 * 16 * 1 * 2 * 16
+    generator = down0 + 2 * 16 * 2 * 4 * 4 + 2 * 16 * 4 * 2 * 4 + 2 * 16 * 4 * 1 * 16
+    # PatchGAN with one stride-2 layer: 8 -> 4 (2 inputs -> 2 channels), then the
+    # stride-1 layers on maps padded by one pixel: 4 -> 3 (2 -> 4), 3 -> 2 (4 -> 1).
+    conv0 = 2 * 16 * 2 * 2 * 16
+    discriminator = conv0 + 2 * 16 * 2 * 4 * 9 + 2 * 16 * 4 * 1 * 4
+    assert pix2pix.step_conv_flops(model) == {
+        # forward, kernel gradients, input gradients but the first layer's
+        "generator": 3 * generator - down0,
+        # 3 forward passes, kernel gradients in 2, input gradients in 3 (the first
+        # layer's only in the generator's pass, which needs the fake image's gradient)
+        "discriminator": 3 * discriminator + 2 * discriminator + 3 * discriminator - 2 * conv0,
+    }
+    without = pix2pix.ReconstructionModel(dataclasses.replace(model.config, discriminator="none"))
+    assert pix2pix.step_conv_flops(without) == {"generator": 3 * generator - down0}
+    cascade = dataclasses.replace(model.config, generator="cascade", data_consistency=True)
+    with pytest.raises(ValueError, match="U-Net"):
+        pix2pix.step_conv_flops(pix2pix.ReconstructionModel(cascade))

@@ -14,9 +14,9 @@ from tfmri.models import matmul_conv
 NORMS = ("batch", "instance", "none")
 OUTPUT_ACTIVATIONS = ("linear", "tanh")
 MAX_FILTERS = 512  # pix2pix caps the filters at 8 x 64
-# U-Net convolutions whose (down) output or (up) input is at most this many pixels on a
-# side run as matrix products (tfmri.models.matmul_conv): 8 x 8 and below, where the
-# kernels are large and the maps small.
+# U-Net convolutions whose output (down) or output (up: the skip it is joined to) is at
+# most this many pixels on a side run as matrix products (tfmri.models.matmul_conv):
+# 8 x 8 and below, where the kernels are large and the maps small.
 MATMUL_MAX_SIDE = 8
 
 
@@ -89,8 +89,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 def _conv_layers(image_size, level):
     """The (down, up) convolution layer classes of U-Net level ``level``.
 
-    The down convolution maps side ``image_size >> level`` to half that and the up
-    (transposed) one maps it back; on small maps both run as matrix products.
+    The down convolution maps side ``image_size >> level`` to half that, the skip
+    that level passes on; the up (transposed) one maps half of that side up to the
+    skip's side. Both run as matrix products when the skip's side is small.
     """
     if image_size >> (level + 1) <= MATMUL_MAX_SIDE:
         return matmul_conv.MatmulConv2D, matmul_conv.MatmulConv2DTranspose
@@ -176,18 +177,22 @@ def unet_generator(
 
 def conv_flops(network) -> int:
     """Floating-point operations (2 per multiply-add) of the convolutions of a functional
-    ``network`` per example: ``2 k_h k_w C_in C_out`` per output pixel of a convolution,
-    per input pixel of a transposed one. Biases, norms and activations are not counted."""
-    total = 0
-    for layer in network.layers:
-        if not isinstance(layer, keras.layers.Conv2D | keras.layers.Conv2DTranspose):
-            continue
-        kernel_h, kernel_w, *_ = layer.kernel.shape
-        channels_in, channels_out = layer.input.shape[-1], layer.output.shape[-1]
-        grid = layer.input if isinstance(layer, keras.layers.Conv2DTranspose) else layer.output
-        pixels = grid.shape[1] * grid.shape[2]
-        total += 2 * kernel_h * kernel_w * channels_in * channels_out * pixels
-    return int(total)
+    ``network`` per example (:func:`conv_layer_flops`). Biases, norms and activations
+    are not counted."""
+    return sum(conv_layer_flops(layer) for layer in network.layers if is_conv(layer))
+
+
+def is_conv(layer) -> bool:
+    return isinstance(layer, keras.layers.Conv2D | keras.layers.Conv2DTranspose)
+
+
+def conv_layer_flops(layer) -> int:
+    """``2 k_h k_w C_in C_out`` per output pixel of a built convolution layer, per input
+    pixel of a transposed one, for one example."""
+    kernel_h, kernel_w, *_ = layer.kernel.shape
+    channels_in, channels_out = layer.input.shape[-1], layer.output.shape[-1]
+    grid = layer.input if isinstance(layer, keras.layers.Conv2DTranspose) else layer.output
+    return int(2 * kernel_h * kernel_w * channels_in * channels_out * grid.shape[1] * grid.shape[2])
 
 
 def _check_unet(image_size, depth, dropout, norm, output_activation):

@@ -220,6 +220,33 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+def step_conv_flops(model) -> dict:
+    """Floating-point operations of the convolutions in one ``train_step`` per slice,
+    ``{"generator": ..., "discriminator": ...}`` (the latter only with a discriminator),
+    for a U-Net generator (:func:`networks.conv_flops` counts a forward pass).
+
+    Generator: the forward pass, then the kernel and input gradients of every
+    convolution except the input gradient of the first, which nothing needs:
+    ``3 G - g0``. Discriminator: three forward passes (real and fake for its own
+    update, then fake again for the generator's loss), kernel gradients in the first
+    two, input gradients in all three except the first layer's in the two whose input
+    needs none: ``8 D - 2 d0``. Norms, activations and the optimisers are not counted.
+    """
+    if model.config.generator != "unet":
+        raise ValueError(f"step_conv_flops counts a U-Net's step, not a {model.config.generator}'s")
+
+    def first_conv(network):
+        return networks.conv_layer_flops(next(filter(networks.is_conv, network.layers)))
+
+    generator, discriminator = model.generator, model.discriminator
+    work = {"generator": 3 * networks.conv_flops(generator) - first_conv(generator)}
+    if discriminator is not None:
+        work["discriminator"] = 8 * networks.conv_flops(discriminator) - 2 * first_conv(
+            discriminator
+        )
+    return work
+
+
 def _denormalize(image, inputs):
     return transforms.denormalize_per_slice(image, inputs["mean"], inputs["std"])
 
