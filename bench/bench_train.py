@@ -28,7 +28,10 @@ floating-point operations of the convolutions in the generator and discriminator
 passes of a pix2pix step, ``tfmri.models.pix2pix.step_conv_flops``; the PyTorch step
 makes the same), the rate each system reaches on it, and what these cores reach on a
 large float32 matrix product (NumPy, 2048 x 2048), measured in every repeat: how far
-the step is from the cores' own speed, and what rate the 1.5 x target asks for.
+the step is from the cores' own speed, and what rate the 1.5 x target asks for. The
+operations are those of direct convolution: tfmri computes the PatchGAN's widest
+layer by Winograd's algorithm (tfmri.models.winograd), with fewer multiplies, so its
+rate says what the step is worth per second, not what the cores execute.
 
 Steps are timed one by one (a callback reads each step's logs, as the progress bar
 of tfmri.train does) and the median is reported: a fit() call's start and end (its

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from tfmri.data import transforms
-from tfmri.models import matmul_conv
+from tfmri.models import matmul_conv, winograd
 
 NORMS = ("batch", "instance", "none")
 OUTPUT_ACTIVATIONS = ("linear", "tanh")
@@ -18,6 +18,10 @@ MAX_FILTERS = 512  # pix2pix caps the filters at 8 x 64
 # most this many pixels on a side run as matrix products (tfmri.models.matmul_conv):
 # 8 x 8 and below, where the kernels are large and the maps small.
 MATMUL_MAX_SIDE = 8
+# PatchGAN stride-1 convolutions with at least this many channels in and out run by
+# Winograd's algorithm (tfmri.models.winograd); with fewer its transforms cost more
+# than the multiplies it saves (bench/bench_layers.py).
+WINOGRAD_MIN_CHANNELS = 256
 
 
 def max_depth(size: int) -> int:
@@ -293,9 +297,13 @@ def _unit_stride_conv(x, filters, use_bias, name):
     Each such layer shrinks the map by one pixel (32 -> 31 -> 30 at 256 x 256 and 3
     layers), as in the published PatchGAN. ``padding="same"`` would pad an even kernel
     asymmetrically (1 before, 2 after) and compute an extra row and column of patches.
+    Wide ones (:data:`WINOGRAD_MIN_CHANNELS`) are computed by Winograd's algorithm,
+    with the same variables.
     """
     x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
-    return keras.layers.Conv2D(filters, 4, padding="valid", use_bias=use_bias, name=name)(x)
+    wide = min(x.shape[-1], filters) >= WINOGRAD_MIN_CHANNELS
+    layer = winograd.WinogradConv2D if wide else keras.layers.Conv2D
+    return layer(filters, 4, padding="valid", use_bias=use_bias, name=name)(x)
 
 
 def pixel_discriminator(image_size=320, base_filters=64, norm="batch", name="discriminator"):
