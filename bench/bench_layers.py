@@ -154,6 +154,19 @@ CASES = {
 }
 
 
+def median_seconds(call):
+    """Median seconds of ``call()`` over --repeats calls after 3 warm-up calls, and what
+    the last call returned. ``call`` must wait for its result (return NumPy arrays)."""
+    for _ in range(3):
+        call()
+    seconds = []
+    for _ in range(FLAGS.repeats):
+        start = time.perf_counter()
+        result = call()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), result
+
+
 def time_layer(layer, x, kernel, upstream):
     """Median seconds of the forward pass and both gradients, and the three results."""
 
@@ -164,14 +177,7 @@ def time_layer(layer, x, kernel, upstream):
             y = layer(x, kernel)
         return (y, *tape.gradient(y, [x, kernel], output_gradients=upstream))
 
-    for _ in range(3):
-        results = step()
-    seconds = []
-    for _ in range(FLAGS.repeats):
-        start = time.perf_counter()
-        results = [t.numpy() for t in step()]
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), results
+    return median_seconds(lambda: [t.numpy() for t in step()])
 
 
 BATCHED = "batched matrix product 36 x [121 x 256] x [256 x 512]"
@@ -183,14 +189,7 @@ def time_batched_products():
     a = tf.constant(rng.standard_normal((36, 121, 256)), tf.float32)
     b = tf.constant(rng.standard_normal((36, 256, 512)), tf.float32)
     product = tf.function(lambda: tf.matmul(a, b))
-    for _ in range(3):
-        product()
-    seconds = []
-    for _ in range(FLAGS.repeats):
-        start = time.perf_counter()
-        product().numpy()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+    return median_seconds(lambda: product().numpy())[0]
 
 
 def report_layer(name, rng):
@@ -224,7 +223,8 @@ def main(argv):
         cli.fail(f"--only={FLAGS.only} matches no case; cases: {', '.join(every)}")
     rng = np.random.default_rng(0)
     print(
-        f"forward + input and kernel gradients, median of {FLAGS.repeats} calls, float32, batch 1"
+        f"forward + input and kernel gradients, median of {FLAGS.repeats} calls, float32, "
+        "batch 1 unless the case names another"
     )
     for name in names:
         if name == BATCHED:

@@ -25,13 +25,11 @@ from tfmri import cli
 
 cli.quiet_tensorflow()
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from bench_train import REFERENCE  # noqa: E402
+from bench_train import REFERENCE, compiled_model, random_batch  # noqa: E402
 
 from tfmri import runtime  # noqa: E402
-from tfmri.models import networks, pix2pix  # noqa: E402
+from tfmri.models import networks  # noqa: E402
 
 FLAGS = flags.FLAGS
 # path: (setting in networks, its value without the fast path)
@@ -42,30 +40,14 @@ flags.DEFINE_integer("steps_per_block", 5, "Timed steps in each block.")
 
 
 def build_step(setting, value):
-    """The reference model's compiled train step with ``networks.<setting> = value``."""
+    """The reference model's train step with ``networks.<setting> = value``."""
     default = getattr(networks, setting)
     setattr(networks, setting, value)
     try:
-        keras.utils.set_random_seed(0)
-        model = pix2pix.ReconstructionModel(pix2pix.ModelConfig(**REFERENCE))
+        model = compiled_model(REFERENCE, "float32")
     finally:
         setattr(networks, setting, default)
-    model.compile(
-        *[pix2pix.make_optimizer(2e-4, 0.5, 0.999, "float32", n) for n in ("adam_G", "adam_D")]
-    )
     return tf.function(model.train_step)
-
-
-def reference_batch():
-    rng = np.random.default_rng(0)
-    target = rng.standard_normal((1, 256, 256, 1)).astype(np.float32)
-    inputs = {
-        "zero_filled": (target + rng.standard_normal(target.shape)).astype(np.float32),
-        "mean": np.zeros(1, np.float32),
-        "std": np.ones(1, np.float32),
-        "max_value": np.full(1, 6.0, np.float32),
-    }
-    return tf.nest.map_structure(tf.constant, inputs), tf.constant(target)
 
 
 def main(argv):
@@ -78,7 +60,7 @@ def main(argv):
         f"with {FLAGS.path}": build_step(setting, getattr(networks, setting)),
         f"without {FLAGS.path}": build_step(setting, without),
     }
-    batch = reference_batch()
+    batch = tf.nest.map_structure(tf.constant, random_batch(REFERENCE, 1))
     for step in steps.values():  # trace and warm up
         for _ in range(3):
             float(step(batch)["G_L1"])

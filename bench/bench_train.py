@@ -117,8 +117,6 @@ def torch_installed():
 
 def run_case(name):
     cli.quiet_tensorflow()
-    import keras
-    import numpy as np
     import tensorflow as tf
 
     from tfmri import runtime
@@ -129,12 +127,46 @@ def run_case(name):
         strategy = runtime.configure(0, "multi_worker", precision)
     else:
         strategy = runtime.configure(replicas, "mirrored" if replicas > 1 else "default", precision)
-    keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = pix2pix.ReconstructionModel(pix2pix.ModelConfig(**network))
-        model.compile(
-            *[pix2pix.make_optimizer(2e-4, 0.5, 0.999, precision, n) for n in ("adam_G", "adam_D")]
-        )
+        model = compiled_model(network, precision)
+    inputs, target = random_batch(network, batch)
+    data = tf.data.Dataset.from_tensors((inputs, target)).repeat()
+    fixed = tf.data.Options()  # as tfmri.train's pipeline: no tf.data autotuner
+    fixed.autotune.enabled = False
+    # Every worker reads the same batches (they are random numbers anyway).
+    fixed.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    data = data.with_options(fixed)
+    model.fit(data, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False)  # trace, warm up
+    clock = step_clock()
+    model.fit(data, epochs=1, steps_per_epoch=FLAGS.steps + 1, verbose=0, callbacks=[clock])
+    cost = {"parameters": model.generator.count_params(), "gflops": generator_gflops(model)}
+    if network is REFERENCE:
+        work = pix2pix.step_conv_flops(model)
+        cost["step_gflops"] = {name: flops / 1e9 for name, flops in work.items()}
+    print(json.dumps({"case": name, **clock.summary(), "batch": batch, **cost}))
+
+
+def compiled_model(network, precision):
+    """The pix2pix model of ``network`` (a ModelConfig dict), seeded and compiled with
+    pix2pix's Adam settings, in the current distribution strategy's scope."""
+    import keras
+
+    from tfmri.models import pix2pix
+
+    keras.utils.set_random_seed(0)
+    model = pix2pix.ReconstructionModel(pix2pix.ModelConfig(**network))
+    optimizers = [
+        pix2pix.make_optimizer(2e-4, 0.5, 0.999, precision, n) for n in ("adam_G", "adam_D")
+    ]
+    model.compile(*optimizers)
+    return model
+
+
+def random_batch(network, batch):
+    """A fixed random batch for ``network``: (inputs as the pipeline yields them,
+    target), NumPy; with measured k-space 368 columns wide for data consistency."""
+    import numpy as np
+
     size = network["image_size"]
     rng = np.random.default_rng(0)
     target = rng.standard_normal((batch, size, size, 1)).astype(np.float32)
@@ -151,20 +183,7 @@ def run_case(name):
         mask = (rng.random((batch, width)) < 0.125).astype(np.float32)
         inputs["measured"] = (measured * mask[:, None, :]).astype(np.complex64)
         inputs["mask"] = mask
-    data = tf.data.Dataset.from_tensors((inputs, target)).repeat()
-    fixed = tf.data.Options()  # as tfmri.train's pipeline: no tf.data autotuner
-    fixed.autotune.enabled = False
-    # Every worker reads the same batches (they are random numbers anyway).
-    fixed.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    data = data.with_options(fixed)
-    model.fit(data, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False)  # trace, warm up
-    clock = step_clock()
-    model.fit(data, epochs=1, steps_per_epoch=FLAGS.steps + 1, verbose=0, callbacks=[clock])
-    cost = {"parameters": model.generator.count_params(), "gflops": generator_gflops(model)}
-    if network is REFERENCE:
-        work = pix2pix.step_conv_flops(model)
-        cost["step_gflops"] = {name: flops / 1e9 for name, flops in work.items()}
-    print(json.dumps({"case": name, **clock.summary(), "batch": batch, **cost}))
+    return inputs, target
 
 
 def generator_gflops(model):
