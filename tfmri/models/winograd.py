@@ -91,8 +91,12 @@ def conv(x, kernel):
     )
     blocks = tf.reshape(padded, [batch, tiles_h + 1, OUTPUTS, tiles_w + 1, OUTPUTS, channels])
     blocks = tf.transpose(blocks, [2, 4, 0, 1, 3, 5])  # [3, 3, B, tiles_h + 1, tiles_w + 1, C]
+    # tf.slice, not Python slicing: the gradient of StridedSlice (StridedSliceGrad) took
+    # 3.4 ms a call on these shapes, a third of the layer's time; Slice's is a Pad.
     quarters = [
-        blocks[:, :, :, si : si + tiles_h, sj : sj + tiles_w] for si in range(2) for sj in range(2)
+        tf.slice(blocks, [0, 0, 0, si, sj, 0], [OUTPUTS, OUTPUTS, -1, tiles_h, tiles_w, channels])
+        for si in range(2)
+        for sj in range(2)
     ]
     tiles = tf.reshape(tf.stack(quarters), [4 * OUTPUTS * OUTPUTS, -1])
     tiles = tf.matmul(tf.constant(TILE_TRANSFORM, x.dtype), tiles)
@@ -108,7 +112,7 @@ def conv(x, kernel):
     outputs = tf.reshape(outputs, [OUTPUTS, OUTPUTS, batch, tiles_h, tiles_w, out_channels])
     outputs = tf.transpose(outputs, [2, 3, 0, 4, 1, 5])
     outputs = tf.reshape(outputs, [batch, tiles_h * OUTPUTS, tiles_w * OUTPUTS, out_channels])
-    return outputs[:, :out_h, :out_w]
+    return tf.slice(outputs, [0, 0, 0, 0], [-1, out_h, out_w, out_channels])
 
 
 @keras.saving.register_keras_serializable(package="tfmri")
