@@ -17,6 +17,8 @@ beside it, so that a fast but wrong variant shows:
 * the PatchGAN's stride-1 convolution, 32 x 32 x 256 -> 512 (a third of the step's
   multiply-adds), and the demo's: by Winograd's F(3 x 3, 4 x 4)
   (tfmri.models.winograd, which tfmri uses there), with 3.5 x fewer multiplies;
+* the same layer at other widths, sides and batches (``--only="stride-1 sweep"``),
+  which sets where Winograd starts to pay (networks.WINOGRAD_MIN_CHANNELS);
 * the batched matrix product that Winograd's variant spends its time in.
 
 The other alternatives live here, not in tfmri: none made the step faster (README,
@@ -128,6 +130,17 @@ def _strided_case(side, channels_in, channels_out):
     )
 
 
+def _unit_stride_case(batch, side, channels_in, channels_out):
+    out = side - 3
+    return (
+        unit_stride,
+        (batch, side, side, channels_in),
+        (4, 4, channels_in, channels_out),
+        batch * 16 * channels_in * channels_out * out**2,
+        {"Winograd F(3x3, 4x4)": winograd.conv},
+    )
+
+
 CASES = {
     "transposed up0 64 -> 128, 256 -> 64": _transposed_case(64, 256, 64),
     "transposed up1 32 -> 64, 512 -> 128": _transposed_case(32, 512, 128),
@@ -136,21 +149,23 @@ CASES = {
     "strided down1 128 -> 64, 64 -> 128": _strided_case(128, 64, 128),
     "strided down2 64 -> 32, 128 -> 256": _strided_case(64, 128, 256),
     "strided down3 32 -> 16, 256 -> 512": _strided_case(32, 256, 512),
-    "PatchGAN stride 1, 34 -> 31, 256 -> 512": (
-        unit_stride,
-        (1, 34, 34, 256),
-        (4, 4, 256, 512),
-        16 * 256 * 512 * 31 * 31,
-        {"Winograd F(3x3, 4x4)": winograd.conv},
-    ),
+    "PatchGAN stride 1, 34 -> 31, 256 -> 512": _unit_stride_case(1, 34, 256, 512),
     # The demo's PatchGAN (configs/demo.cfg: 320 x 320, 16 base filters, batch 8).
-    "PatchGAN demo stride 1, batch 8, 42 -> 39, 64 -> 128": (
-        unit_stride,
-        (8, 42, 42, 64),
-        (4, 4, 64, 128),
-        8 * 16 * 64 * 128 * 39 * 39,
-        {"Winograd F(3x3, 4x4)": winograd.conv},
-    ),
+    "PatchGAN demo stride 1, batch 8, 42 -> 39, 64 -> 128": _unit_stride_case(8, 42, 64, 128),
+    # Where Winograd starts to pay (networks.WINOGRAD_MIN_CHANNELS): other widths,
+    # sides and batches of the same layer.
+    **{
+        f"stride-1 sweep, batch {batch}, {side} -> {side - 3}, {c_in} -> {c_out}": (
+            _unit_stride_case(batch, side, c_in, c_out)
+        )
+        for batch, side, c_in, c_out in (
+            (1, 34, 64, 128),
+            (1, 34, 128, 256),
+            (8, 34, 128, 256),
+            (4, 42, 256, 512),
+            (1, 18, 512, 512),
+        )
+    },
 }
 
 

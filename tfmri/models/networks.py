@@ -19,8 +19,11 @@ MAX_FILTERS = 512  # pix2pix caps the filters at 8 x 64
 # 8 x 8 and below, where the kernels are large and the maps small.
 MATMUL_MAX_SIDE = 8
 # PatchGAN stride-1 convolutions with at least this many channels in and out run by
-# Winograd's algorithm (tfmri.models.winograd); with fewer its transforms cost more
-# than the multiplies it saves (bench/bench_layers.py).
+# Winograd's algorithm (tfmri.models.winograd): the reference setting's and the knee
+# configs' 256 -> 512 layer. Since its tiles are cut with tf.slice it is faster alone on
+# every width bench/bench_layers.py sweeps (64 -> 128 included), but the demo's
+# 64 -> 128 PatchGAN stays direct so that the main job's networks, and the figures
+# measured with them, stay as they were: lowering this changes the main job.
 WINOGRAD_MIN_CHANNELS = 256
 
 
