@@ -329,6 +329,7 @@ def print_step_rates(work, medians, gemm):
     total = sum(work.values())
     parts = ", ".join(f"{name} {flops:.1f}" for name, flops in work.items())
     print(f"\nreference step: {total:.1f} GFLOP of convolutions per step ({parts})")
+    print("  counted as direct convolutions: tfmri's Winograd layer makes fewer multiplies")
     print(f"float32 matrix product on these cores, median of the runs: {gemm:.0f} GFLOP/s")
     for name, seconds in medians.items():
         if name.startswith("reference") or name == PYTORCH:  # PyTorch's step is the same work
