@@ -127,19 +127,22 @@ def _times(a, b):
     return product(a, b)
 
 
-def _check(layer):
+def require_settings(layer, kernel, stride, padding):
+    """Raises ValueError unless ``layer`` (a Keras Conv2D or Conv2DTranspose) is a
+    ``kernel`` x ``kernel``, stride-``stride``, ``padding``, undilated, ungrouped,
+    channels-last convolution without output padding: what a fast path computes."""
     if (
-        tuple(layer.kernel_size) != (KERNEL, KERNEL)
-        or tuple(layer.strides) != (STRIDE, STRIDE)
-        or layer.padding != "same"
+        tuple(layer.kernel_size) != (kernel, kernel)
+        or tuple(layer.strides) != (stride, stride)
+        or layer.padding != padding
         or layer.data_format != "channels_last"
         or tuple(layer.dilation_rate) != (1, 1)
         or getattr(layer, "groups", 1) != 1
         or getattr(layer, "output_padding", None) is not None
     ):
         raise ValueError(
-            f"{type(layer).__name__} only computes 4 x 4, stride-2, 'same', undilated, "
-            "channels-last convolutions"
+            f"{type(layer).__name__} only computes {kernel} x {kernel}, stride-{stride}, "
+            f"{padding!r}, undilated, channels-last convolutions"
         )
 
 
@@ -152,7 +155,7 @@ class MatmulConv2D(keras.layers.Conv2D):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        _check(self)
+        require_settings(self, KERNEL, STRIDE, "same")
 
     def convolution_op(self, inputs, kernel):
         return conv(inputs, kernel)
@@ -164,7 +167,7 @@ class MatmulConv2DTranspose(keras.layers.Conv2DTranspose):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        _check(self)
+        require_settings(self, KERNEL, STRIDE, "same")
 
     def call(self, inputs):
         outputs = conv_transpose(inputs, self.kernel)

@@ -18,6 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfmri.models import matmul_conv
+
 TAPS = 4  # kernel side
 OUTPUTS = 3  # output block side: tiles of OUTPUTS + TAPS - 1 = 6
 POINTS = (0, 1, -1, 2, -2)
@@ -126,18 +128,7 @@ class WinogradConv2D(keras.layers.Conv2D):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if (
-            tuple(self.kernel_size) != (TAPS, TAPS)
-            or tuple(self.strides) != (1, 1)
-            or self.padding != "valid"
-            or self.data_format != "channels_last"
-            or tuple(self.dilation_rate) != (1, 1)
-            or self.groups != 1
-        ):
-            raise ValueError(
-                "WinogradConv2D only computes 4 x 4, stride-1, 'valid', undilated, "
-                "channels-last convolutions"
-            )
+        matmul_conv.require_settings(self, TAPS, 1, "valid")
 
     def convolution_op(self, inputs, kernel):
         if inputs.dtype != tf.float32:
