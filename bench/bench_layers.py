@@ -69,11 +69,14 @@ def transposed_by_phases(x, kernel):
     shape = [batch, height + 1, width + 1, 4 * out]
     q = tf.nn.conv2d_transpose(x, taps, shape, 1, "VALID")
     q = tf.reshape(q, [batch, height + 1, width + 1, 2, 2, out])
-    rows = [
-        tf.stack([q[:, a : a + height, b : b + width, a, b] for b in range(2)], axis=3)
-        for a in range(2)
-    ]
-    return tf.reshape(tf.stack(rows, axis=2), [batch, 2 * height, 2 * width, out])
+
+    # tf.slice: Python slicing's gradient (StridedSliceGrad) is slow (tfmri.models.winograd).
+    def phase(a, b):  # [B, height, 1, width, 1, out]
+        cut = tf.slice(q, [0, a, b, a, b, 0], [-1, height, width, 1, 1, out])
+        return tf.reshape(cut, [batch, height, 1, width, 1, out])
+
+    rows = [tf.concat([phase(a, b) for b in range(2)], axis=4) for a in range(2)]
+    return tf.reshape(tf.concat(rows, axis=2), [batch, 2 * height, 2 * width, out])
 
 
 def strided(x, kernel):
