@@ -5,6 +5,7 @@ All FFTs are centred and orthonormal and act on the two innermost axes, so
 the orthonormal scaling multiplies it back by ``sqrt(H * W)``.
 """
 
+import numpy as np
 import tensorflow as tf
 
 # fastMRI's U-Net normalisation: per-slice standardisation, then a clamp.
@@ -122,6 +123,40 @@ def cropped_ifft2c(kspace, mask, height, width):
     """
     image = columns_to_image(measured_rows(kspace, mask, height))
     return center_crop(image, height, width)
+
+
+def kspace_scale(kspace, axes):
+    """float32 per-example power of two near the largest component of ``kspace``.
+
+    Dividing k-space by it puts the largest real or imaginary part near 1 (in [1, 2), give or take
+    the logarithm's rounding), so that
+    what follows (FFTs, squares in the statistics, the normalisation's ``eps``, the
+    networks) runs in one range whatever the scanner's units: k-space times ``c`` gives
+    the image times ``c``, from 1e-30 to 1e30, and never an overflow to NaN. Dividing
+    and multiplying by a power of two is exact, so at any scale the result is the one
+    computed on the scaled data, multiplied back. All-zero k-space gets 1.
+
+    Args:
+      kspace: complex64 [...] (any rank).
+      axes: the axes reduced (the rest index the examples: ``[-2, -1]`` for one
+        single-coil slice per entry of a batch [B, H, W], ``[-3, -2, -1]`` multi-coil).
+
+    Returns:
+      float32, ``kspace``'s shape without ``axes``.
+    """
+    kspace = tf.convert_to_tensor(kspace)
+    largest = tf.maximum(
+        tf.reduce_max(tf.abs(tf.math.real(kspace)), axis=axes),
+        tf.reduce_max(tf.abs(tf.math.imag(kspace)), axis=axes),
+    )
+    # In float64: every float32 (subnormals too) and its power of two are exact there.
+    exponent = tf.floor(tf.math.log(tf.cast(largest, tf.float64)) / np.log(2.0))
+    scale = tf.where(
+        (largest > 0) & tf.math.is_finite(largest),
+        tf.pow(tf.constant(2.0, tf.float64), exponent),
+        tf.ones_like(exponent),
+    )
+    return tf.cast(scale, tf.float32)
 
 
 def complex_abs(x):
