@@ -188,8 +188,14 @@ def _check_source(raw_dir, spec):
     record = os.path.join(raw_dir, "source.json")
     previous = None
     if os.path.exists(record):
-        with open(record) as handle:
-            previous = json.load(handle)["source"]
+        try:
+            with open(record) as handle:
+                previous = json.load(handle)["source"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UserError(
+                f"{record}: not a record of the data source ({error}); delete it, or give "
+                "another --workdir"
+            ) from None
     elif os.path.isdir(raw_dir) and os.listdir(raw_dir):
         previous = "knee"  # written before the record existed, when the phantom was all
     if previous is not None:
@@ -250,15 +256,25 @@ def latest_checkpoint(model_dir):
     return os.path.join(model_dir, os.path.basename(name))
 
 
+def _read_record(path):
+    """The JSON object at ``path``, or None when it is absent or not one (redone)."""
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def export_recommended(config, model_dir):
     """Exports the run's newest checkpoint unless the last export was of it; returns
     the SavedModel's version directory."""
     record_path = os.path.join(config.workdir, EXPORT_RECORD)
     checkpoint = latest_checkpoint(model_dir)
-    if os.path.exists(record_path):
-        with open(record_path) as handle:
-            record = json.load(handle)
-        if record["checkpoint"] == checkpoint and os.path.isdir(record["saved_model"]):
+    record = _read_record(record_path)
+    if record is not None:
+        saved = os.path.join(str(record.get("saved_model")), "saved_model.pb")
+        if record.get("checkpoint") == checkpoint and os.path.isfile(saved):
             _step(f"{record['saved_model']} is already the export of {checkpoint}")
             return record["saved_model"]
     model_root = os.path.join(config.export_dir, config.model_name)

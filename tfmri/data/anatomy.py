@@ -170,7 +170,8 @@ def generate(spec: AnatomySpec, output_dir, progress=None):
     ``<output_dir>/singlecoil_tune/mni152_t1_<plane>_tune<n>.h5``; returns the paths
     (check volumes first).
 
-    Files that already exist are kept (the set is deterministic for ``spec``).
+    Files that already exist and read as usable volumes are kept (the set is
+    deterministic for ``spec``); others are rewritten.
     """
     template = load_template()
     plan = volume_plan(template.shape, spec)
@@ -183,7 +184,7 @@ def generate(spec: AnatomySpec, output_dir, progress=None):
     written = []
     for done, ((split, name, plane, indices), seed) in enumerate(zip(plan, seeds), start=1):
         path = os.path.join(output_dir, split, name)
-        if not os.path.exists(path):
+        if not fastmri_files.is_usable(path):
             volume_rng = np.random.default_rng(seed)
             width = int(volume_rng.choice(synthetic.WIDTHS))
             kspace, target, header = make_volume(

@@ -88,8 +88,11 @@ class ShardTask:
         """What a finished shard must have been made from for a rerun to keep it."""
         files = []
         for path in self.inputs:
-            status = os.stat(path)
-            files.append([os.path.basename(path), status.st_size, status.st_mtime_ns])
+            try:
+                status = os.stat(path)
+                files.append([os.path.basename(path), status.st_size, status.st_mtime_ns])
+            except OSError:  # a dangling link: read_volume names it, skip mode skips it
+                files.append([os.path.basename(path), None, None])
         return {
             "schema_version": schema.SCHEMA_VERSION,
             "compression": self.compression,
@@ -161,15 +164,22 @@ def plan(splits, output_dir, options: ConvertOptions) -> list[ShardTask]:
 
 
 def is_complete(task: ShardTask) -> bool:
-    """A shard is kept when it and its record exist and the record matches the inputs."""
-    if not (os.path.exists(task.path) and os.path.exists(task.record_path)):
+    """A shard is kept when it is a regular file (not a link) of the size its record
+    gives, and the record is one this converter wrote for the same inputs and options."""
+    if os.path.islink(task.path) or not os.path.isfile(task.path):
         return False
     try:
         with open(task.record_path) as handle:
             record = json.load(handle)
     except (OSError, ValueError):
         return False
-    return record.get("fingerprint") == task.fingerprint()
+    return (
+        isinstance(record, dict)
+        and record.get("fingerprint") == task.fingerprint()
+        and record.get("shard_bytes") == os.path.getsize(task.path)
+        and isinstance(record.get("volumes"), list)
+        and isinstance(record.get("skipped"), list)
+    )
 
 
 # Set in each worker process: where to report finished volumes.
@@ -210,6 +220,7 @@ def convert_shard(task: ShardTask) -> dict:
             "skipped": skipped,
             "num_slices": sum(v["num_slices"] for v in volumes),
             "bytes_read": bytes_read,
+            "shard_bytes": os.path.getsize(temporary),
         }
         fileio.write_json(task.record_path, record)
     return record

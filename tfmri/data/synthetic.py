@@ -344,8 +344,9 @@ def write_volume(path, kspace, target, header, acquisition, patient_id, test_mas
 def generate(spec: SyntheticSpec, output_dir, progress=None):
     """Writes ``<output_dir>/{singlecoil,multicoil}_{train,val,test}/file*.h5``.
 
-    Returns a dict split -> list of written paths. Files that already exist are kept
-    (the generator is deterministic), so an interrupted run can simply be restarted.
+    Returns a dict split -> list of written paths. Files that already exist and read as
+    usable volumes (:func:`fastmri_files.is_usable`) are kept (the generator is
+    deterministic), so an interrupted run can simply be restarted; others are rewritten.
     """
     challenge = "multicoil" if spec.coils > 1 else "singlecoil"
     sizes = split_sizes(spec.num_volumes, spec.val_fraction, spec.test_fraction)
@@ -364,7 +365,7 @@ def generate(spec: SyntheticSpec, output_dir, progress=None):
             volume_rng = np.random.default_rng(volume_seeds[index])
             width = int(volume_rng.choice(WIDTHS))
             acquisition = ACQUISITIONS[int(volume_rng.integers(len(ACQUISITIONS)))]
-            if not os.path.exists(path):
+            if not fastmri_files.is_usable(path):
                 kspace, target, header, _ = make_volume(
                     int(volume_seeds[index]),
                     spec.num_slices,

@@ -6,7 +6,8 @@ float32 [slices, 320, 320]: the format fastMRI's leaderboard takes. Test files u
 their own mask (their k-space is already undersampled); fully sampled files are
 undersampled with the volume's fixed fastMRI mask of --mask_type,
 --center_fractions and --accelerations. Each output is written under a temporary
-name and renamed when complete; a rerun skips the volumes already done. Bad files
+name and renamed when complete; a rerun keeps only the volumes whose output checks as
+finished (:func:`is_done`) and redoes the rest. Bad files
 are named with the reason: ``--on_error=fail`` stops, ``skip`` goes on and lists them.
 """
 
@@ -48,9 +49,34 @@ def reconstruct_volume(signature, kspace, mask, batch_size):
 
 
 def write_reconstruction(path, image):
+    """Writes ``reconstruction`` float32 [slices, S, S] to ``path``, atomically."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise UserError(f"{path}: a directory stands where the reconstruction goes; remove it")
     with fileio.atomic_path(path) as temporary:
         with h5py.File(temporary, "w") as handle:
             handle.create_dataset(RECONSTRUCTION, data=image.astype(np.float32))
+
+
+def is_done(output, volume_path, crop_size):
+    """Whether ``output`` is a finished reconstruction of ``volume_path``: a regular file
+    (not a link) that opens and holds ``reconstruction`` float32 [slices, S, S] with the
+    volume's slice count and the model's crop S (square, when the model does not say),
+    all finite. Anything else is redone."""
+    if os.path.islink(output) or not os.path.isfile(output):
+        return False
+    try:
+        with h5py.File(volume_path, "r") as handle:
+            num_slices = handle["kspace"].shape[0]
+        with h5py.File(output, "r") as handle:
+            dataset = handle.get(RECONSTRUCTION)
+            if not isinstance(dataset, h5py.Dataset) or dataset.dtype != np.float32:
+                return False
+            side = crop_size if crop_size is not None else dataset.shape[-1]
+            if dataset.shape != (num_slices, side, side):
+                return False
+            return bool(np.isfinite(dataset[()]).all())
+    except Exception:  # noqa: BLE001 - whatever is wrong with it, it is not done
+        return False
 
 
 def takes_multicoil(signature) -> bool:
@@ -104,7 +130,7 @@ def _run(signature, paths, output_dir, spec, batch_size, on_error):
     for path in paths:
         name = os.path.basename(path)
         target = os.path.join(output_dir, name)
-        if os.path.exists(target):
+        if is_done(target, path, crop_size):
             kept.append(name)
             bar.update()
             continue
@@ -122,6 +148,10 @@ def _run(signature, paths, output_dir, spec, batch_size, on_error):
                 raise fastmri_files.FastMRIFileError(
                     path, f"the model refused its k-space ({problem})"
                 ) from None
+            if not np.isfinite(image).all():
+                raise fastmri_files.FastMRIFileError(
+                    path, "the model's reconstruction is not finite; nothing written"
+                )
         except fastmri_files.FastMRIFileError as error:
             fastmri_files.on_bad_file(error, on_error, skipped)
             bar.update()
