@@ -98,7 +98,9 @@ def test_every_stage_output_keeps_the_measured_columns(singlecoil_records):
 def test_zero_stages_give_the_zero_filled_image(singlecoil_records):
     inputs, _ = val_batch(singlecoil_records)
     output = cascade.CascadeGenerator(320, 0)(inputs)
-    image = transforms.denormalize_per_slice(output[..., 0], inputs["mean"], inputs["std"])
+    image = transforms.denormalize_per_slice(
+        output[..., 0], inputs["mean"], inputs["std"], inputs["scale"]
+    )
     expected = inputs["zero_filled_image"].numpy()
     np.testing.assert_allclose(image.numpy(), expected, atol=1e-5 * expected.max())
 
@@ -193,8 +195,8 @@ def served_and_keras(model_dir, saved_model, records, raw):
     model = pix2pix.ReconstructionModel.from_config(checkpoints.read_model_config(model_dir))
     checkpoints.restore_weights(model, model_dir)
     inputs, _ = val_batch(records, batch_size=1)
-    expected = transforms.denormalize(
-        model(inputs)[..., 0], inputs["mean"][:, None, None], inputs["std"][:, None, None]
+    expected = transforms.denormalize_per_slice(
+        model(inputs)[..., 0], inputs["mean"], inputs["std"], inputs["scale"]
     ).numpy()
     name = inputs["volume"].numpy()[0].decode()
     volume = fastmri_files.read_volume(os.path.join(raw, "singlecoil_val", name))

@@ -29,13 +29,22 @@ TINY += ["--cascade_start=cs_tv", f"--start_cs_iterations={ITERATIONS}"]
 
 
 def _denormalized(output, inputs):
-    return transforms.denormalize_per_slice(output[..., 0], inputs["mean"], inputs["std"]).numpy()
+    return transforms.denormalize_per_slice(
+        output[..., 0], inputs["mean"], inputs["std"], inputs["scale"]
+    ).numpy()
+
+
+def _in_file_units(images, inputs):
+    """Images [B, h, w] of the pipeline's scaled data, times each slice's scale."""
+    return (images * inputs["scale"][:, None, None]).numpy()
 
 
 def test_zero_stages_give_the_cs_tv_reconstruction(singlecoil_records):
     inputs, _ = val_batch(singlecoil_records)
     options = cs_tv.CsTvOptions(regularization=0.01, iterations=20)
-    expected = cs_tv.reconstruct_hybrid(inputs["measured"], inputs["mask"], options).numpy()
+    expected = _in_file_units(
+        cs_tv.reconstruct_hybrid(inputs["measured"], inputs["mask"], options), inputs
+    )
     generator = cascade.CascadeGenerator(320, 0, start="cs_tv", cs_lambda=0.01, cs_iterations=20)
     compiled = _denormalized(generator(inputs), inputs)
     generator.compile_start = False  # as exported
@@ -52,7 +61,9 @@ def test_zero_stages_on_multicoil_data_give_the_cs_tv_reconstruction(multicoil_r
     inputs, _ = val_batch(records, "multicoil_val", batch_size=1)
     options = cs_tv.CsTvOptions(regularization=0.01, iterations=20)
     # The baseline estimates the coil maps itself; the cascade passes its own.
-    expected = cs_tv.reconstruct_hybrid(inputs["measured"], inputs["mask"], options).numpy()
+    expected = _in_file_units(
+        cs_tv.reconstruct_hybrid(inputs["measured"], inputs["mask"], options), inputs
+    )
     generator = cascade.CascadeGenerator(320, 0, start="cs_tv", cs_lambda=0.01, cs_iterations=20)
     image = _denormalized(generator(inputs), inputs)
     np.testing.assert_allclose(image, expected, atol=1e-4 * expected.max())

@@ -55,8 +55,8 @@ def _served_and_keras(raw, records, model_dir, saved_model):
     checkpoints.restore_weights(model, model_dir)
     options = pipeline.PipelineOptions(SPEC, batch_size=1, data_consistency=True)
     inputs, _ = next(iter(pipeline.make_dataset(records, "multicoil_val", options, False)))
-    expected = transforms.denormalize(
-        model(inputs)[..., 0], inputs["mean"][:, None, None], inputs["std"][:, None, None]
+    expected = transforms.denormalize_per_slice(
+        model(inputs)[..., 0], inputs["mean"], inputs["std"], inputs["scale"]
     ).numpy()
     name = inputs["volume"].numpy()[0].decode()
     volume = fastmri_files.read_volume(os.path.join(raw, "multicoil_val", name))

@@ -32,6 +32,17 @@ def _unbatch(dataset):
     return dataset.unbatch()
 
 
+def _in_file_units(inputs, key):
+    """``inputs[key]`` as NumPy, times the slice's k-space scale for what the pipeline
+    gives in those units (``mean``, ``std``, ``measured``): in the file's units."""
+    value = inputs[key].numpy()
+    if key not in ("mean", "std", "measured"):
+        return value
+    return value * inputs["scale"].numpy().reshape(
+        inputs["scale"].shape + (1,) * (value.ndim - inputs["scale"].ndim)
+    )
+
+
 def test_evaluation_zero_filled_matches_numpy_with_fastmri_masks(
     singlecoil_raw, singlecoil_records
 ):
@@ -46,11 +57,11 @@ def test_evaluation_zero_filled_matches_numpy_with_fastmri_masks(
         )
         expected = _numpy_zero_filled(volume.kspace[index], mask)
         mean, std = expected.mean(), expected.std(ddof=1)
-        assert float(inputs["mean"]) == pytest.approx(mean, rel=1e-4)
-        assert float(inputs["std"]) == pytest.approx(std, rel=1e-3)
-        restored = inputs["zero_filled"].numpy()[..., 0] * float(inputs["std"]) + float(
-            inputs["mean"]
-        )
+        assert _in_file_units(inputs, "mean") == pytest.approx(mean, rel=1e-4)
+        assert _in_file_units(inputs, "std") == pytest.approx(std, rel=1e-3)
+        restored = inputs["zero_filled"].numpy()[..., 0] * _in_file_units(
+            inputs, "std"
+        ) + _in_file_units(inputs, "mean")
         unclamped = np.abs(inputs["zero_filled"].numpy()[..., 0]) < 6
         np.testing.assert_allclose(
             restored[unclamped], expected[unclamped], rtol=1e-3, atol=1e-3 * expected.max()
@@ -116,9 +127,9 @@ def test_test_split_uses_the_files_own_mask_and_has_no_target(singlecoil_raw, si
     for inputs in dataset.unbatch():
         volume = volumes[inputs["volume"].numpy().decode()]
         expected = _numpy_zero_filled(volume.kspace[int(inputs["slice_index"])], volume.mask)
-        restored = inputs["zero_filled"].numpy()[..., 0] * float(inputs["std"]) + float(
-            inputs["mean"]
-        )
+        restored = inputs["zero_filled"].numpy()[..., 0] * _in_file_units(
+            inputs, "std"
+        ) + _in_file_units(inputs, "mean")
         unclamped = np.abs(inputs["zero_filled"].numpy()[..., 0]) < 6
         np.testing.assert_allclose(
             restored[unclamped], expected[unclamped], rtol=1e-3, atol=1e-3 * expected.max()
@@ -137,7 +148,7 @@ def test_multicoil_zero_filled_is_rss_of_coil_images(multicoil_records):
             volume.kspace.shape[-1], seed=masks.volume_seed(volume.name)
         )
         expected = _numpy_zero_filled(volume.kspace[int(inputs["slice_index"])], mask)
-        assert float(inputs["mean"]) == pytest.approx(expected.mean(), rel=1e-4)
+        assert _in_file_units(inputs, "mean") == pytest.approx(expected.mean(), rel=1e-4)
         assert target.shape == (320, 320, 1)
 
 
@@ -235,7 +246,9 @@ def test_hybrid_and_kspace_records_feed_the_same_inputs(
             second = second[0] if isinstance(second, tuple) else second
             assert first.keys() == second.keys()
             for key in first:
-                a, b = first[key].numpy(), second[key].numpy()
+                if key == "scale":  # of each layout's own data; the rest in file units
+                    continue
+                a, b = _in_file_units(first, key), _in_file_units(second, key)
                 if a.dtype.kind in "fc":
                     scale = max(np.abs(b).max(), 1e-30)
                     np.testing.assert_allclose(a, b, rtol=0, atol=2e-5 * scale, err_msg=key)

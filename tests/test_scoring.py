@@ -99,6 +99,7 @@ def test_validation_metrics_score_the_stored_target(bright_records):
         index = int(inputs["slice_index"][0])
         prediction = model(inputs, training=False).numpy()[0, ..., 0]
         prediction = prediction * float(inputs["std"][0]) + float(inputs["mean"][0])
+        prediction = prediction * float(inputs["scale"][0])  # in the file's units
         gt = volume.target[index][None]
         expected["nmse"].append(metrics.nmse(gt, prediction[None]))
         expected["psnr"].append(metrics.psnr(gt, prediction[None], volume.max_value))

@@ -319,6 +319,11 @@ def choose_lambda(batches, iterations=DEFAULT_ITERATIONS, crop_size=None, grid=L
     return max(close, key=lambda lam: scores[lam]["ssim"]), scores
 
 
+def _per_example(values, like):
+    """``values`` [B] reshaped to broadcast against ``like`` [B, ...]."""
+    return tf.reshape(values, [-1] + [1] * (like.shape.rank - 1))
+
+
 def tuning_slices(data_dir, split, spec, volumes=TUNE_VOLUMES):
     """[(measured, mask, target)] for :func:`choose_lambda`: the middle TUNE_SLICES slices
     of each of the first ``volumes`` volumes of ``split`` (TFRecords in ``data_dir``),
@@ -338,10 +343,17 @@ def tuning_slices(data_dir, split, spec, volumes=TUNE_VOLUMES):
     for slices in slices_of.values():
         start = max(len(slices) // 2 - TUNE_SLICES // 2, 0)
         chosen = slices[start : start + TUNE_SLICES]
+        # The measured data back in the file's units, those of the target.
+        measured = [
+            inputs["measured"]
+            * tf.cast(_per_example(inputs["scale"], inputs["measured"]), tf.complex64)
+            for inputs in chosen
+        ]
         groups.append(
-            tuple(
-                tf.concat([inputs[key] for inputs in chosen], axis=0)
-                for key in ("measured", "mask", "target_image")
+            (
+                tf.concat(measured, axis=0),
+                tf.concat([inputs["mask"] for inputs in chosen], axis=0),
+                tf.concat([inputs["target_image"] for inputs in chosen], axis=0),
             )
         )
     return groups

@@ -10,9 +10,17 @@ Per slice, on the fly:
    recon size, magnitude (RSS over coils for multi-coil);
 4. normalise input and target with the input's mean and std, clamp to [-6, 6].
 
+Each slice's k-space is first divided by a power of two near its largest component
+(:func:`tfmri.data.transforms.kspace_scale`, ``inputs["scale"]``): everything the
+networks see and use (``mean``, ``std``, ``measured``) is in those units, whatever the
+scanner's, so that k-space times ``c`` gives images times ``c`` and no overflow to NaN.
+The scored images (``zero_filled_image``, ``target_image``) are in the file's units;
+a de-normalised prediction is brought to them by ``scale``
+(:func:`tfmri.data.transforms.denormalize_per_slice` with ``scale``).
+
 Elements are ``(inputs, target)``; ``inputs`` is a dict with the normalised
 ``zero_filled`` image [crop, crop, 1] and the metadata needed to de-normalise
-(``mean``, ``std``) and to group slices by volume (``volume``, ``slice_index``,
+(``mean``, ``std``, ``scale``) and to group slices by volume (``volume``, ``slice_index``,
 ``num_slices``, ``max_value``). Test splits, which have no target, yield ``inputs`` only.
 
 The normalised, clamped images are what the network sees and learns (fastMRI keeps
@@ -151,10 +159,16 @@ def recon_crop_of(recon_size, width):
     return tf.where(narrow, width, recon_size[0]), tf.where(narrow, width, recon_size[1])
 
 
-def _recon_frame(features, mask, layout, has_target):
-    """(measured hybrid rows [(C,) h, W], zero-filled magnitude [h, w], target [h, w] or
-    None) at the record's recon crop."""
+def _scaled(features):
+    """(k-space feature divided by its :func:`transforms.kspace_scale`, the scale)."""
     data = features["kspace"]
+    scale = transforms.kspace_scale(data, list(range(data.shape.rank)))
+    return data / tf.cast(scale, data.dtype), scale
+
+
+def _recon_frame(data, features, mask, layout, has_target):
+    """(measured hybrid rows [(C,) h, W] and zero-filled magnitude [h, w] of the scaled
+    k-space ``data``, target [h, w] or None) at the record's recon crop."""
     height, width = recon_crop_of(features["recon_size"], tf.shape(data)[-1])
     if layout == "hybrid":
         rows = transforms.center_crop(data, height, tf.shape(data)[-1])
@@ -170,9 +184,11 @@ def _recon_frame(features, mask, layout, has_target):
 def _scored_only(features, mask, has_target, with_measured, layout):
     """Parsed example + mask -> (inputs, target) of a scoring-only pipeline
     (``PipelineOptions.network_input`` False): the recon-crop frame, no network input."""
-    rows, zero_filled, target = _recon_frame(features, mask, layout, has_target)
+    data, scale = _scaled(features)
+    rows, zero_filled, target = _recon_frame(data, features, mask, layout, has_target)
     inputs = {key: features[key] for key in METADATA}
-    inputs["zero_filled_image"] = tf.ensure_shape(zero_filled, [None, None])
+    inputs["scale"] = scale
+    inputs["zero_filled_image"] = tf.ensure_shape(zero_filled * scale, [None, None])
     if with_measured:
         inputs["measured"] = rows
         inputs["mask"] = tf.cast(mask, tf.float32)
@@ -198,7 +214,7 @@ def _prepare(
     (at the crop, or with ``recon_crop`` at the record's recon crop).
     ``layout``: what the record's ``kspace`` holds (:data:`tfmri.data.schema.LAYOUTS`).
     """
-    kspace = features["kspace"]
+    kspace, scale = _scaled(features)
     measured = measured_of_record(kspace, mask, crop_size, layout)
     zero_filled = zero_filled_of_measured(measured, crop_size)
     normalized, mean, std = transforms.normalize_instance(zero_filled)
@@ -206,6 +222,7 @@ def _prepare(
         "zero_filled": tf.ensure_shape(normalized[..., None], [crop_size, crop_size, 1]),
         "mean": mean,
         "std": std,
+        "scale": scale,
         **{key: features[key] for key in METADATA},
     }
     if with_measured:
@@ -215,17 +232,19 @@ def _prepare(
         inputs["mask"] = tf.cast(mask, tf.float32)
     scored_target = None
     if scored and recon_crop:
-        _, zero_filled_frame, scored_target = _recon_frame(features, mask, layout, has_target)
-        inputs["zero_filled_image"] = tf.ensure_shape(zero_filled_frame, [None, None])
+        _, zero_filled_frame, scored_target = _recon_frame(
+            kspace, features, mask, layout, has_target
+        )
+        inputs["zero_filled_image"] = tf.ensure_shape(zero_filled_frame * scale, [None, None])
     elif scored:
-        inputs["zero_filled_image"] = tf.ensure_shape(zero_filled, [crop_size, crop_size])
+        inputs["zero_filled_image"] = tf.ensure_shape(zero_filled * scale, [crop_size, crop_size])
     if not has_target:
         return inputs
     target = transforms.center_crop(features["target"], crop_size, crop_size)
     target = tf.ensure_shape(target, [crop_size, crop_size])
     if scored:
         inputs["target_image"] = target if scored_target is None else scored_target
-    return inputs, transforms.normalize(target[..., None], mean, std)
+    return inputs, transforms.normalize(target[..., None] / scale, mean, std)
 
 
 @contextlib.contextmanager

@@ -243,7 +243,12 @@ def denormalize(normalized, mean, std):
     return normalized * std + mean
 
 
-def denormalize_per_slice(normalized, mean, std):
-    """:func:`denormalize` of a batch ``[B, ...]`` with one ``mean`` and ``std`` [B] per slice."""
+def denormalize_per_slice(normalized, mean, std, scale=None):
+    """:func:`denormalize` of a batch ``[B, ...]`` with one ``mean`` and ``std`` [B] per
+    slice, times the slice's ``scale`` [B] when given (the pipeline's k-space scale,
+    :func:`kspace_scale`: back to the file's units)."""
     shape = tf.concat([tf.shape(mean), tf.ones([tf.rank(normalized) - 1], tf.int32)], axis=0)
-    return denormalize(normalized, tf.reshape(mean, shape), tf.reshape(std, shape))
+    image = denormalize(normalized, tf.reshape(mean, shape), tf.reshape(std, shape))
+    if scale is None:
+        return image
+    return image * tf.reshape(tf.cast(scale, image.dtype), shape)

@@ -244,9 +244,14 @@ def _dataset(config, source, spec, measured=False, data_consistency=False, netwo
 def cs_predictor(options):
     """predict(inputs) -> CS-TV reconstructions [B, h, w] at each file's recon crop, from
     the measured hybrid data of a scoring-only dataset (its rows are the crop's)."""
-    return lambda inputs: cs_tv.reconstruct_hybrid_xla(
-        inputs["measured"], inputs["mask"], options, int(inputs["zero_filled_image"].shape[-1])
-    )
+
+    def predict(inputs):
+        images = cs_tv.reconstruct_hybrid_xla(
+            inputs["measured"], inputs["mask"], options, int(inputs["zero_filled_image"].shape[-1])
+        )
+        return images * tf.cast(inputs["scale"], images.dtype)[:, None, None]
+
+    return predict
 
 
 def _zero_filled_of(inputs):

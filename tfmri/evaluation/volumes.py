@@ -17,9 +17,12 @@ from tfmri.data import fastmri_files, transforms
 
 
 def denormalized(images, inputs):
-    """float32 [B, S, S]: normalised images [B, S, S, 1] in the batch's intensity scale."""
+    """float32 [B, S, S]: normalised images [B, S, S, 1] in the batch's intensity scale
+    (the file's units, with the pipeline's ``scale``)."""
     images = tf.cast(images[..., 0], tf.float32)
-    return transforms.denormalize_per_slice(images, inputs["mean"], inputs["std"])
+    return transforms.denormalize_per_slice(
+        images, inputs["mean"], inputs["std"], inputs.get("scale")
+    )
 
 
 def model_predictor(model):

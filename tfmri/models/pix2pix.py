@@ -248,7 +248,10 @@ def step_conv_flops(model) -> dict:
 
 
 def _denormalize(image, inputs):
-    return transforms.denormalize_per_slice(image, inputs["mean"], inputs["std"])
+    """De-normalised, in the file's units (the pipeline's ``scale``, when given)."""
+    return transforms.denormalize_per_slice(
+        image, inputs["mean"], inputs["std"], inputs.get("scale")
+    )
 
 
 @keras.saving.register_keras_serializable(package="tfmri")

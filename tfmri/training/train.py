@@ -35,7 +35,7 @@ from tfmri.training import callbacks, checkpoints
 # What the model and the metrics need from the pipeline's inputs (no strings: they
 # would have to be split over replicas for nothing); the optional ones are there for
 # data consistency, and in validation data for scoring against the stored target.
-MODEL_INPUTS = ("zero_filled", "mean", "std", "max_value")
+MODEL_INPUTS = ("zero_filled", "mean", "std", "scale", "max_value")
 OPTIONAL_INPUTS = ("measured", "mask", "zero_filled_image", "target_image")
 HISTORY_FILE = "history.jsonl"  # one line per start or resume of the run, appended
 
