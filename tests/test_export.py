@@ -74,8 +74,8 @@ def test_fresh_process_signatures_equal_the_keras_model(exported, singlecoil_raw
     inputs, _ = next(
         iter(pipeline.make_dataset(_records_of(model_dir), "singlecoil_val", options, False))
     )
-    expected = transforms.denormalize(
-        model(inputs)[..., 0], inputs["mean"][:, None, None], inputs["std"][:, None, None]
+    expected = transforms.denormalize_per_slice(
+        model(inputs)[..., 0], inputs["mean"], inputs["std"], inputs["scale"]
     ).numpy()
     # The same slices as a client would send them: raw k-space and the volume's mask.
     name = inputs["volume"].numpy()[0].decode()
@@ -84,8 +84,8 @@ def test_fresh_process_signatures_equal_the_keras_model(exported, singlecoil_raw
     indices = inputs["slice_index"].numpy()
     kspace = volume.kspace[indices]
     mask, _ = masks.MaskFunction(SPEC)(kspace.shape[-1], seed=masks.volume_seed(name))
-    zero_filled = transforms.denormalize(
-        inputs["zero_filled"][..., 0], inputs["mean"][:, None, None], inputs["std"][:, None, None]
+    zero_filled = transforms.denormalize_per_slice(
+        inputs["zero_filled"][..., 0], inputs["mean"], inputs["std"], inputs["scale"]
     ).numpy()
     request = tmp_path / "request.npz"
     np.savez(
@@ -194,3 +194,105 @@ def test_mixed_precision_model_exports_with_float32_inputs_and_outputs(exported,
     mask = np.ones((1, 368), np.float32)
     output = signature(kspace_real=real, kspace_imag=real, mask=mask)["reconstruction"]
     assert output.dtype == tf.float32 and np.all(np.isfinite(output.numpy()))
+
+
+SCALES = [1e-30, 1e-20, 1e-10, 1e-3, 1.0, 7.3, 1e10, 1e20, 1e30]
+
+
+@pytest.fixture(scope="module")
+def volume_request(singlecoil_raw):
+    """Two slices of a validation volume as a client sends them, complex128 [2, H, W],
+    and their mask float32 [2, W]."""
+    directory = os.path.join(singlecoil_raw, "singlecoil_val")
+    volume = fastmri_files.read_volume(os.path.join(directory, sorted(os.listdir(directory))[0]))
+    mask, _ = masks.MaskFunction(SPEC)(volume.kspace.shape[-1], seed=0)
+    kspace = volume.kspace[:2].astype(np.complex128) * mask
+    return kspace, np.tile(mask, (2, 1)).astype(np.float32)
+
+
+def _relative_error(answer, expected):
+    return np.linalg.norm(answer - expected) / np.linalg.norm(expected)
+
+
+def test_kspace_times_c_gives_the_reconstruction_times_c(serving, volume_request):
+    kspace, mask = volume_request
+    reference = serving(
+        kspace_real=kspace.real.astype(np.float32),
+        kspace_imag=kspace.imag.astype(np.float32),
+        mask=mask,
+    )["reconstruction"].numpy()
+    assert np.all(np.isfinite(reference)) and np.abs(reference).max() > 0
+    errors = {}
+    for c in SCALES:
+        scaled = kspace * c  # in float64, then rounded once to float32
+        answer = serving(
+            kspace_real=scaled.real.astype(np.float32),
+            kspace_imag=scaled.imag.astype(np.float32),
+            mask=mask,
+        )["reconstruction"].numpy()
+        assert answer.shape == reference.shape and np.all(np.isfinite(answer)), c
+        errors[c] = _relative_error(answer.astype(np.float64), c * reference.astype(np.float64))
+    assert max(errors.values()) <= 1e-4, errors
+
+
+def _zero_filled_image(kspace, size=320):
+    """NumPy's |centre crop of the orthonormal centred 2-D inverse FFT|, [B, size, size]."""
+    image = np.fft.fftshift(
+        np.fft.ifft2(np.fft.ifftshift(kspace, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+    )
+    top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
+    return np.abs(image[..., top : top + size, left : left + size])
+
+
+def test_zero_filled_image_times_c_gives_the_reconstruction_times_c(exported, volume_request):
+    _, export_dir, _ = exported
+    signature = tf.saved_model.load(os.path.join(export_dir, "knee", "1")).signatures["zero_filled"]
+    image = _zero_filled_image(volume_request[0])
+    reference = signature(image=image.astype(np.float32))["reconstruction"].numpy()
+    assert np.all(np.isfinite(reference)) and np.abs(reference).max() > 0
+    errors = {}
+    for c in SCALES:
+        answer = signature(image=(image * c).astype(np.float32))["reconstruction"].numpy()
+        assert np.all(np.isfinite(answer)), c
+        errors[c] = _relative_error(answer.astype(np.float64), c * reference.astype(np.float64))
+    assert max(errors.values()) <= 1e-4, errors
+
+
+def test_bad_masks_and_batches_fail_naming_the_input_before_any_gather(serving):
+    real, imag, mask = _request(batch=3)
+    one_empty_row = mask.copy()
+    one_empty_row[1] = 0
+    cases = [
+        ((real, imag, mask * 2), r"mask holds values other than 0 and 1.*\[2 2 2"),
+        ((real, imag, np.zeros_like(mask)), r"mask samples no column in the rows.*\[0 1 2\]"),
+        ((real, imag, one_empty_row), r"mask samples no column in the rows.*\] \[1\] \["),
+        ((real, imag, mask[:1]), r"mask batch != k-space batch"),
+        ((real[:0], imag[:0], mask[:0]), r"kspace_real holds no slice"),
+    ]
+    for (r, i, m), message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message) as raised:
+            serving(kspace_real=r, kspace_imag=i, mask=m)
+        assert "indices[" not in raised.value.message
+
+
+def test_a_reconstruction_that_overflows_float32_is_refused_naming_the_input(serving):
+    # Flat k-space is a delta in the image, sqrt(H * W) = 485 times the k-space value:
+    # 3e38 there is beyond float32 (3.4e38) whatever the model does.
+    real = np.full((1, 640, 368), 3e38, np.float32)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match="reconstruction is not finite: kspace_real/kspace_imag too large for float32",
+    ):
+        serving(
+            kspace_real=real, kspace_imag=np.zeros_like(real), mask=np.ones((1, 368), np.float32)
+        )
+
+
+def test_a_non_finite_model_output_is_refused_and_blamed_on_the_model():
+    from tfmri.serving import export
+
+    reconstruction = tf.constant([[[1.0, np.nan], [0.0, 1.0]]])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the model gives NaN or infinity"):
+        export._scaled_back(reconstruction, tf.constant([1.0]), "image")
+    scaled = export._scaled_back(tf.constant([[[1.5, -3.0]]]), tf.constant([2.0**-120]), "image")
+    np.testing.assert_array_equal(scaled.numpy(), np.array([[[1.5, -3.0]]]) * 2.0**-120)

@@ -14,7 +14,12 @@ size, images in the original intensity scale (the normalisation is inside):
   ``reconstruction`` [B, S, S]. Not offered for data-consistency models, which need
   the k-space.
 
-Non-finite values in a request fail it with a message naming the input.
+The answer is never silently wrong. A request fails, with a message naming the input,
+before anything is computed when it holds non-finite values, or a mask that is not 0/1,
+does not match the k-space's batch or width, or samples no column in some slice, or
+when the batch is empty; a reconstruction that is not finite (an input too large for
+float32) fails it too. Each example is computed in the units of a power of two near its
+largest value, so k-space times ``c`` gives the reconstruction times ``c``.
 """
 
 import os
@@ -39,8 +44,105 @@ def _per_slice_statistics(images):
     return mean, std
 
 
+def _per_example(values, rank):
+    """float32 [B] -> [B, 1, ..., 1] of ``rank`` dims, to scale a batch example by example."""
+    return tf.reshape(values, tf.concat([[-1], tf.ones([rank - 1], tf.int32)], axis=0))
+
+
+def _after(checks, *tensors):
+    """``tensors`` as identities that run only once every op of ``checks`` has passed.
+
+    A tf.function runs ops without a data dependency in any order: without this, a
+    gather on a bad mask may fail first, with a message that names no input.
+    """
+    with tf.control_dependencies([check for check in checks if check is not None]):
+        return [tf.identity(tensor) for tensor in tensors]
+
+
+def _request_checks(kspace_real, kspace_imag, mask, crop_size):
+    """The assertions on a ``serving_default`` request, each naming the input at fault."""
+    shape = tf.shape(kspace_real)
+    checks = [
+        tf.debugging.assert_all_finite(value, f"{name} holds NaN or infinite values")
+        for name, value in (("kspace_real", kspace_real), ("kspace_imag", kspace_imag))
+    ]
+    checks += [
+        tf.debugging.assert_all_finite(mask, "mask holds NaN or infinite values"),
+        tf.debugging.assert_equal(
+            shape, tf.shape(kspace_imag), "kspace_real and kspace_imag differ"
+        ),
+        tf.debugging.assert_greater_equal(
+            shape[0], 1, "kspace_real holds no slice: its batch (first) dimension is 0"
+        ),
+        tf.debugging.assert_equal(
+            tf.shape(mask)[0],
+            shape[0],
+            "mask batch != k-space batch: send one mask row [W] per slice of kspace_real",
+        ),
+        tf.debugging.assert_equal(tf.shape(mask)[-1], shape[-1], "mask width != k-space width"),
+        tf.debugging.assert_greater_equal(
+            tf.minimum(shape[-2], shape[-1]),
+            crop_size,
+            f"k-space is smaller than the crop: the model reconstructs {crop_size} x {crop_size}",
+        ),
+    ]
+    binary = (mask == 0.0) | (mask == 1.0)
+    checks.append(
+        tf.debugging.Assert(
+            tf.reduce_all(binary),
+            [
+                "mask holds values other than 0 and 1 (1 where a column was sampled, 0 where "
+                "not); found:",
+                tf.boolean_mask(mask, ~binary),
+            ],
+        )
+    )
+    sampled = tf.reduce_any(mask == 1.0, axis=-1)
+    checks.append(
+        tf.debugging.Assert(
+            tf.reduce_all(sampled),
+            [
+                "mask samples no column in the rows (slices)",
+                tf.where(~sampled)[:, 0],
+                "; every slice needs at least one sampled column",
+            ],
+        )
+    )
+    return checks
+
+
+def _scaled_back(reconstruction, scale, inputs):
+    """float32 [B, S, S] reconstruction of the input divided by ``scale`` [B] -> the
+    reconstruction in the request's units, checked finite (``inputs``: their names).
+
+    ``scale`` is a power of two: multiplying back is exact, unless it overflows.
+    """
+    (reconstruction,) = _after(
+        [
+            tf.debugging.assert_all_finite(
+                reconstruction,
+                "reconstruction is not finite although the request is: the model gives NaN or "
+                "infinity (its weights?); export a checkpoint with finite weights",
+            )
+        ],
+        reconstruction,
+    )
+    image = reconstruction * _per_example(scale, 3)
+    return tf.debugging.assert_all_finite(
+        image,
+        f"reconstruction is not finite: {inputs} too large for float32 (the image "
+        "overflows 3.4e38 in the request's units); send the data scaled down",
+    )
+
+
 class Reconstructor(tf.Module):
-    """The exported computation around a trained ReconstructionModel (its generator and options)."""
+    """The exported computation around a trained ReconstructionModel (its generator and options).
+
+    Scale invariant: each example is divided by a power of two near its largest value
+    (:func:`tfmri.data.transforms.kspace_scale`) and reconstructed in those units, so
+    k-space times ``c`` gives the reconstruction times ``c`` (1e-30 <= c <= 1e30), with
+    no statistic overflowing or underflowing and the normalisation's ``eps`` negligible.
+    """
 
     def __init__(self, model: pix2pix.ReconstructionModel, crop_size: int):
         super().__init__(name="reconstructor")
@@ -63,22 +165,17 @@ class Reconstructor(tf.Module):
         return transforms.denormalize_per_slice(output[..., 0], mean, std)
 
     def from_kspace(self, kspace_real, kspace_imag, mask):
-        for name, value in (("kspace_real", kspace_real), ("kspace_imag", kspace_imag)):
-            tf.debugging.assert_all_finite(value, f"{name} holds NaN or infinite values")
-        tf.debugging.assert_equal(
-            tf.shape(kspace_real), tf.shape(kspace_imag), "kspace_real and kspace_imag differ"
-        )
-        tf.debugging.assert_equal(
-            tf.shape(mask)[-1], tf.shape(kspace_real)[-1], "mask width != k-space width"
-        )
+        """float32 [B, (C,) H, W] twice and [B, W] -> float32 [B, S, S] (``serving_default``)."""
         size = self.crop_size
-        shape = tf.shape(kspace_real)
-        tf.debugging.assert_greater_equal(
-            tf.minimum(shape[-2], shape[-1]),
-            size,
-            f"k-space is smaller than the crop: the model reconstructs {size} x {size}",
+        checks = _request_checks(kspace_real, kspace_imag, mask, size)
+        kspace_real, kspace_imag, mask = _after(checks, kspace_real, kspace_imag, mask)
+        rank = kspace_real.shape.rank
+        scale = transforms.kspace_scale(
+            tf.complex(kspace_real, kspace_imag), list(range(1 - rank, 0))
         )
-        kspace = tf.complex(kspace_real, kspace_imag)
+        # Dividing by a power of two is exact: these units change no digit of the data.
+        per_example = _per_example(scale, rank)
+        kspace = tf.complex(kspace_real / per_example, kspace_imag / per_example)
 
         zero_filled, measured = tf.map_fn(
             lambda args: pipeline.zero_filled_and_measured(*args, size),
@@ -89,11 +186,17 @@ class Reconstructor(tf.Module):
             image = self._reconstruct(zero_filled, measured, mask)
         else:
             image = self._reconstruct(zero_filled)
+        image = _scaled_back(image, scale, "kspace_real/kspace_imag")
         return tf.ensure_shape(image, [None, size, size])  # static in the signature
 
     def from_zero_filled(self, image):
-        tf.debugging.assert_all_finite(image, "image holds NaN or infinite values")
-        return self._reconstruct(image)
+        """float32 [B, S, S] zero-filled magnitude -> [B, S, S] (``zero_filled``)."""
+        (image,) = _after(
+            [tf.debugging.assert_all_finite(image, "image holds NaN or infinite values")], image
+        )
+        scale = transforms.kspace_scale(tf.complex(image, tf.zeros_like(image)), [-2, -1])
+        reconstruction = self._reconstruct(image / _per_example(scale, 3))
+        return _scaled_back(reconstruction, scale, "image")
 
 
 def _build(model, size):
