@@ -166,7 +166,7 @@ def list_volumes(directory) -> list[str]:
 def _open(path):
     if os.path.islink(path) and not os.path.exists(path):
         raise FastMRIFileError(
-            path, "a link to a file that does not exist", "fix or remove the link"
+            path, "a link that leads to no file (dangling, or a loop)", "fix or remove the link"
         )
     if not os.path.isfile(path):
         what = "a directory" if os.path.isdir(path) else "not a regular file"
@@ -190,14 +190,15 @@ def _dataset(path, handle, key, required=True):
             raise FastMRIFileError(path, f"missing dataset {key!r}", "is it a fastMRI volume?")
         return None
     if not isinstance(link, h5py.HardLink):
+        kind = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
         raise FastMRIFileError(
             path,
-            f"{key!r} is a {type(link).__name__}, not a dataset stored in the file",
+            f"{key!r} is {kind}, not a dataset stored in the file",
             "copy the data into the file (h5py: del the link, create_dataset)",
         )
     item = handle[key]
     if not isinstance(item, h5py.Dataset):
-        raise FastMRIFileError(path, f"{key!r} is a {type(item).__name__}, not a dataset")
+        raise FastMRIFileError(path, f"{key!r} is a {type(item).__name__.lower()}, not a dataset")
     return item
 
 
@@ -222,6 +223,8 @@ def _read(path, handle, key):
         dataset = _dataset(path, handle, key)
         _check_declared_size(path, key, dataset)
         return dataset[()]
+    except FastMRIFileError:
+        raise
     except MemoryError:
         raise FastMRIFileError(
             path, f"dataset {key!r} is too large to read into memory", "check the file"

@@ -334,7 +334,7 @@ def write_volume(path, kspace, target, header, acquisition, patient_id, test_mas
                 handle.create_dataset("mask", data=mask.astype(bool))
                 return
             handle.attrs["max"] = float(target.max())
-            handle.attrs["norm"] = float(np.linalg.norm(target))
+            handle.attrs["norm"] = float(np.linalg.norm(target.astype(np.float64)))
             handle.create_dataset("kspace", data=kspace)
             handle.create_dataset(fastmri_files.MULTICOIL_TARGET, data=target)
             if not multicoil:
