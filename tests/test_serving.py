@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -95,20 +96,32 @@ class _Answer(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _serve_until(server, stop, lifetime=30.0):
+    """Answers requests until ``stop`` is set, or ``lifetime`` seconds at most."""
+    deadline = time.monotonic() + lifetime
+    server.timeout = 0.1
+    while not stop.is_set() and time.monotonic() < deadline:
+        server.handle_request()
+    server.server_close()
+
+
 @pytest.fixture
 def fake_server():
-    servers = []
+    """start(status, body) -> the port of a server on 127.0.0.1 answering every POST so;
+    each stops with the test, or by itself after 30 s."""
+    stop, threads = threading.Event(), []
 
     def start(status, body):
         handler = type("Handler", (_Answer,), {"status": status, "body": body})
         server = http.server.HTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
+        threads.append(threading.Thread(target=_serve_until, args=(server, stop), daemon=True))
+        threads[-1].start()
         return server.server_address[1]
 
     yield start
-    for server in servers:
-        server.shutdown()
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=5)
 
 
 def test_server_error_answer_is_reported(fake_server):
@@ -132,3 +145,136 @@ def test_bad_arrays_are_refused():
         client.split_kspace(np.ones((2, 8, 8), np.float32), np.ones(8))
     with pytest.raises(ValueError, match="mask"):
         client.split_kspace(np.ones((2, 8, 8), np.complex64), np.ones(7))
+
+
+def _two_slices():
+    return client.split_kspace(np.ones((2, 8, 8), np.complex64), np.ones(8))
+
+
+def _square(value, batch=2, size=3):
+    return [[[value] * size] * size] * batch
+
+
+BAD_REST_ANSWERS = {
+    "not JSON": (b"<html>502 Bad Gateway</html>", "the answer is not JSON"),
+    "a string": (b'"reconstruction"', "not a JSON object with 'outputs'"),
+    "a list": (json.dumps(_square(1.0)).encode(), "not a JSON object with 'outputs'"),
+    "string outputs": (b'{"outputs": "abc"}', r"holds <U3 values .*expected float32"),
+    "ragged": (b'{"outputs": [[[1.0, 2.0], [3.0]]]}', "the answer is not an array"),
+    "wrong shape": (b'{"outputs": [[1.0, 2.0]]}', r"shape \[1, 2\], expected \[2, S, S\]"),
+    "wrong batch": (json.dumps({"outputs": _square(1.0, batch=1)}).encode(), r"shape \[1, 3, 3\]"),
+    "not square": (b'{"outputs": [[[1.0, 2.0]], [[3.0, 4.0]]]}', r"shape \[2, 1, 2\]"),
+    "NaN": (json.dumps({"outputs": _square(float("nan"))}).encode(), "18 NaN or infinite"),
+    "float32 overflow": (json.dumps({"outputs": _square(1e39)}).encode(), "NaN or infinite"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REST_ANSWERS))
+def test_a_bad_rest_answer_is_one_serving_error_naming_the_server(fake_server, case):
+    body, message = BAD_REST_ANSWERS[case]
+    port = fake_server(200, body)
+    with pytest.raises(client.ServingError, match=message) as raised:
+        client.predict_rest("127.0.0.1", port, "knee", client.rest_payload(_two_slices()))
+    text = str(raised.value)
+    assert text.startswith(f"http://127.0.0.1:{port}/v1/models/knee:predict: ")
+    assert "\n" not in text
+
+
+def test_the_model_crop_is_checked_when_known(fake_server):
+    port = fake_server(200, json.dumps({"outputs": _square(1.0)}).encode())
+    body = client.rest_payload(_two_slices())
+    image = client.predict_rest("127.0.0.1", port, "knee", body, batch=2)
+    assert image.dtype == np.float32 and image.shape == (2, 3, 3) and np.all(image == 1)
+    with pytest.raises(client.ServingError, match=r"expected \[2, 320, 320\]"):
+        client.predict_rest("127.0.0.1", port, "knee", body, size=320)
+
+
+@pytest.mark.parametrize("answer", ["nan", "wrong shape"])
+def test_the_client_saves_nothing_from_a_bad_answer(fake_server, singlecoil_raw, tmp_path, answer):
+    # The two slices sent are 320 x 320 reconstructions to the model; the server lies.
+    outputs = _square(float("nan"), batch=2, size=320) if answer == "nan" else [[1.0, 2.0]]
+    port = fake_server(200, json.dumps({"outputs": outputs}).encode())
+    output = tmp_path / "out.npy"
+    result = run_tool(
+        "-m",
+        "tfmri.client",
+        f"--input={_val_file(singlecoil_raw)}",
+        "--model_name=knee",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--slices=0:2",
+        "--timeout=20",
+        f"--output={output}",
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert f"127.0.0.1:{port}" in lines[0]
+    assert ("NaN or infinite" if answer == "nan" else "shape [1, 2]") in lines[0]
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def fake_grpc_server():
+    """start(PredictResponse) -> the port of a gRPC server on 127.0.0.1 answering every
+    Predict with it; stopped with the test."""
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    servers = []
+
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def __init__(self, response):
+            self.response = response
+
+        def Predict(self, request, context):  # noqa: N802 - the service's naming
+            return self.response
+
+    def start(response):
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            Servicer(response), server
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return port
+
+    yield start
+    for server in servers:
+        server.stop(grace=None)
+
+
+def _grpc_answer(value=None, name="reconstruction"):
+    from tensorflow_serving.apis import predict_pb2
+
+    response = predict_pb2.PredictResponse()
+    if value is not None:
+        response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+    return response
+
+
+def test_grpc_answers_are_checked(fake_grpc_server):
+    request = client.grpc_request(_two_slices(), "knee")
+    good = np.arange(18, dtype=np.float32).reshape(2, 3, 3)
+    port = fake_grpc_server(_grpc_answer(good))
+    np.testing.assert_array_equal(client.predict_grpc("127.0.0.1", port, request, 10), good)
+    nan = good.copy()
+    nan[1, 2, 2] = np.nan
+    cases = {
+        "no output": (
+            _grpc_answer(good, name="output_0"),
+            r"no 'reconstruction' output .*output_0",
+        ),
+        "wrong shape": (_grpc_answer(good[:1, :1]), r"shape \[1, 1, 3\], expected \[2, S, S\]"),
+        "NaN": (_grpc_answer(nan), "1 NaN or infinite values in its 18"),
+        "strings": (_grpc_answer(np.array([[[b"a"]]] * 2)), "holds object values"),
+    }
+    for response, message in cases.values():
+        port = fake_grpc_server(response)
+        with pytest.raises(client.ServingError, match=message) as raised:
+            client.predict_grpc("127.0.0.1", port, request, 10)
+        assert str(raised.value).startswith(f"127.0.0.1:{port}: ")

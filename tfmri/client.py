@@ -46,11 +46,13 @@ def main(argv):
     spec = mask_flags.spec(FLAGS)
     kspace, mask = client.load_request(FLAGS.input, spec, FLAGS.slices)
     inputs = client.split_kspace(kspace, mask)
+    # Both calls check the answer (shape, dtype, finite) before it is saved.
     if FLAGS.protocol == "rest":
         port = FLAGS.port or 8501
         body = client.rest_payload(inputs)
+        batch = inputs["mask"].shape[0]
         image = client.predict_rest(
-            FLAGS.host, port, FLAGS.model_name, body, FLAGS.version, FLAGS.timeout
+            FLAGS.host, port, FLAGS.model_name, body, FLAGS.version, FLAGS.timeout, batch
         )
     else:
         port = FLAGS.port or 8500

@@ -4,8 +4,13 @@ The payload is what ``serving_default`` of ``tfmri.export`` takes: ``kspace_real
 ``kspace_imag`` float32 [B, H, W] and ``mask`` float32 [B, W]. Builders and decoders
 are separate from the transport so that tests can check a payload against the
 signature without a server (TF Serving cannot be installed on these machines).
+
+The server is not trusted: an answer is returned only if it is a finite float array
+[B, S, S] for the request's B slices (:func:`check_reconstruction`); anything else is a
+:class:`ServingError` naming the server and what was wrong.
 """
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -19,7 +24,8 @@ SIGNATURE = "serving_default"
 
 
 class ServingError(UserError):
-    """The server is unreachable or answered with an error."""
+    """The server is unreachable, answered with an error, or answered something that is
+    not a reconstruction of the request."""
 
 
 class RequestError(UserError, ValueError):
@@ -123,15 +129,57 @@ def _url(host, port, model_name, version):
     return f"http://{host}:{port}{path}:predict"
 
 
-def predict_rest(host, port, model_name, body, version=None, timeout=30.0) -> np.ndarray:
-    """Posts a REST body; returns the reconstruction [B, S, S]."""
+def check_reconstruction(outputs, server, batch, size=None) -> np.ndarray:
+    """The server's answer as float32 [batch, S, S], checked: a ServingError naming
+    ``server`` (URL or host:port) says what is wrong with any other answer.
+
+    ``outputs``: the decoded answer (nested lists of a JSON answer, or an array);
+    ``batch``: the request's slice count; ``size``: the model's crop S, if known (the
+    answer must then be [batch, S, S]; otherwise square). JSON numbers may be integers;
+    an array must have a float dtype. Every value must be finite.
+    """
+    try:
+        image = np.asarray(outputs)
+    except ValueError as error:  # ragged nested lists
+        raise ServingError(f"{server}: the answer is not an array ({error})") from None
+    from_json = not isinstance(outputs, np.ndarray)
+    numeric = image.dtype.kind == "f" or (from_json and image.dtype.kind in "iu")
+    if not numeric:
+        raise ServingError(
+            f"{server}: the answer holds {image.dtype} values {str(outputs)[:80]}, expected "
+            "float32 (a reconstruction)"
+        )
+    expected = f"[{batch}, {size or 'S'}, {size or 'S'}] for {batch} slices"
+    square = image.ndim == 3 and image.shape[1] == image.shape[2] > 0
+    if not square or image.shape[0] != batch or (size and image.shape[1] != size):
+        raise ServingError(
+            f"{server}: the answer has shape {list(image.shape)}, expected {expected}; is "
+            "the model an export of python -m tfmri.export?"
+        )
+    with np.errstate(over="ignore"):  # beyond float32's range: counted as not finite below
+        image = image.astype(np.float32)
+    bad = np.count_nonzero(~np.isfinite(image))
+    if bad:
+        raise ServingError(
+            f"{server}: the answer holds {bad} NaN or infinite values in its "
+            f"{image.size}; no reconstruction saved"
+        )
+    return image
+
+
+def predict_rest(
+    host, port, model_name, body, version=None, timeout=30.0, batch=None, size=None
+) -> np.ndarray:
+    """Posts a REST body; returns the reconstruction float32 [B, S, S], checked by
+    :func:`check_reconstruction` (``batch``: the body's slice count, read from it if
+    None; ``size``: the model's crop S, if known)."""
     url = _url(host, port, model_name, version)
     request = urllib.request.Request(
         url, data=body.encode(), headers={"Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read())
+            text = response.read()
     except urllib.error.HTTPError as error:
         detail = error.read().decode(errors="replace")
         try:
@@ -145,18 +193,33 @@ def predict_rest(host, port, model_name, body, version=None, timeout=30.0) -> np
             f"{url}: cannot reach TF Serving ({reason}); is it running on {host}:{port}, "
             "with --rest_api_port?"
         ) from None
-    outputs = answer.get("outputs")
+    except http.client.HTTPException as error:  # e.g. the answer cut short
+        raise ServingError(f"{url}: the answer broke off ({error!r})") from None
+    try:
+        answer = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise ServingError(
+            f"{url}: the answer is not JSON ({error}): {text[:80]!r}; is this TF Serving's "
+            "REST port?"
+        ) from None
+    outputs = answer.get("outputs") if isinstance(answer, dict) else None
     if isinstance(outputs, dict):
         outputs = outputs.get("reconstruction")
     if outputs is None:
-        raise ServingError(f"{url}: the answer has no outputs: {str(answer)[:200]}")
-    return np.asarray(outputs, np.float32)
+        raise ServingError(
+            f"{url}: the answer is not a JSON object with 'outputs' (the reconstruction): "
+            f"{str(answer)[:200]}"
+        )
+    if batch is None:
+        batch = len(json.loads(body)["inputs"]["mask"])
+    return check_reconstruction(outputs, url, batch, size)
 
 
-def predict_grpc(host, port, request, timeout=30.0) -> np.ndarray:
-    """Sends a PredictRequest; returns the reconstruction [B, S, S]."""
+def predict_grpc(host, port, request, timeout=30.0, size=None) -> np.ndarray:
+    """Sends a PredictRequest; returns the reconstruction float32 [B, S, S], checked by
+    :func:`check_reconstruction` (B: the request's ``mask`` batch; ``size``: the
+    model's crop S, if known)."""
     import grpc
-    import tensorflow as tf
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     address = f"{host}:{port}"
@@ -172,4 +235,21 @@ def predict_grpc(host, port, request, timeout=30.0) -> np.ndarray:
                 "running, with --port?"
             ) from None
         raise ServingError(f"{address}: the server answered {code.name}: {detail}") from None
-    return tf.make_ndarray(response.outputs["reconstruction"])
+    return decode_grpc_response(response, address, request.inputs["mask"].tensor_shape, size)
+
+
+def decode_grpc_response(response, server, mask_shape, size=None) -> np.ndarray:
+    """A PredictResponse's ``reconstruction``, checked by :func:`check_reconstruction`
+    against the request's ``mask`` TensorShapeProto [B, W]."""
+    import tensorflow as tf
+
+    if "reconstruction" not in response.outputs:
+        raise ServingError(
+            f"{server}: the answer has no 'reconstruction' output (it has "
+            f"{sorted(response.outputs) or 'none'})"
+        )
+    try:
+        image = tf.make_ndarray(response.outputs["reconstruction"])
+    except (TypeError, ValueError) as error:
+        raise ServingError(f"{server}: the answer's tensor cannot be read ({error})") from None
+    return check_reconstruction(image, server, mask_shape.dim[0].size, size)
