@@ -67,3 +67,25 @@ def test_ssim_and_psnr_equal_scikit_image_on_random_images():
     assert metrics.psnr(gt, pred) == pytest.approx(
         peak_signal_noise_ratio(gt, pred, data_range=data_range), rel=1e-6
     )
+
+
+def test_a_score_that_is_not_finite_is_refused_naming_the_volume():
+    from tfmri.errors import UserError
+
+    target = np.ones((2, 16, 16))
+    prediction = target.copy()
+    prediction[1, 3, 3] = np.nan
+    with pytest.raises(UserError, match="volume file1.h5, method unet: nmse = nan.*NaN"):
+        metrics.volume_row("file1.h5", "unet", target, prediction)
+    row = metrics.volume_row("file1.h5", "unet", target, target * 0.9)
+    assert row["volume"] == "file1.h5" and row["nmse"] == pytest.approx(0.01)
+
+
+def test_json_results_never_hold_nan(tmp_path):
+    from tfmri import fileio
+    from tfmri.errors import UserError
+
+    path = tmp_path / "metrics.json"
+    with pytest.raises(UserError, match="metrics.json: not written, a value is not finite"):
+        fileio.write_json(path, {"ssim": float("nan")})
+    assert not path.exists() and not list(tmp_path.iterdir())

@@ -38,8 +38,13 @@ def write_text(path, text):
 
 
 def write_json(path, value):
-    """Writes ``value`` as indented JSON, atomically."""
-    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+    """Writes ``value`` as indented JSON, atomically; refuses NaN and infinities (which
+    are not JSON, and would be a silently wrong result) with a UserError naming ``path``."""
+    try:
+        text = json.dumps(value, indent=2, sort_keys=True, allow_nan=False)
+    except ValueError as error:
+        raise UserError(f"{path}: not written, a value is not finite ({error})") from None
+    write_text(path, text + "\n")
 
 
 def check_directory_path(path, flag):

@@ -46,8 +46,7 @@ def evaluate(run: run_config.RunConfig, checkpoint, output_dir, num_figure_volum
     with pipeline.naming_damaged_records(data.data_dir, data.val_split):
         for name, zero_filled, reconstruction, target in reconstructed:
             for method, image in (("zero_filled", zero_filled), (label, reconstruction)):
-                scores = metrics.volume_metrics(target, image)
-                rows.append({"volume": name, "method": method, **scores})
+                rows.append(metrics.volume_row(name, method, target, image))
             bar.update()
             if len(examples) < num_figure_volumes:
                 middle = len(target) // 2

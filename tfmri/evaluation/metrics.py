@@ -10,7 +10,11 @@
 Volumes are float arrays [slices, H, W]; computed in float64.
 """
 
+import math
+
 import numpy as np
+
+from tfmri.errors import UserError
 
 NAMES = ("nmse", "psnr", "ssim")
 SSIM_WINDOW = 7
@@ -69,6 +73,22 @@ def ssim(gt, pred, data_range=None) -> float:
 def volume_metrics(gt, pred) -> dict:
     """NMSE, PSNR and SSIM of one volume [slices, H, W]."""
     return {"nmse": nmse(gt, pred), "psnr": psnr(gt, pred), "ssim": ssim(gt, pred)}
+
+
+def volume_row(volume, method, gt, pred) -> dict:
+    """``{"volume", "method", nmse, psnr, ssim}`` of one method's reconstruction of one
+    volume; raises UserError naming them when a score is not finite, so that no NaN
+    reaches a results file."""
+    scores = volume_metrics(gt, pred)
+    bad = [f"{name} = {value}" for name, value in scores.items() if not math.isfinite(value)]
+    if bad:
+        cause = (
+            "the reconstruction holds NaN or infinite values"
+            if not np.all(np.isfinite(pred))
+            else "the reconstruction equals the target, or the target is zero"
+        )
+        raise UserError(f"volume {volume}, method {method}: {', '.join(bad)} ({cause})")
+    return {"volume": volume, "method": method, **scores}
 
 
 def summarize(rows):

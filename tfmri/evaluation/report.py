@@ -267,13 +267,10 @@ def evaluate_method(name, predict, dataset, rows, examples, bar, methods):
         shown = examples.setdefault(volume, {"target": target[middle]})
         if name in ("zero_filled", "cs_tv"):
             if "zero_filled" in methods:
-                rows.append(
-                    {"volume": volume, "method": "zero_filled"}
-                    | metrics.volume_metrics(target, zero_filled)
-                )
+                rows.append(metrics.volume_row(volume, "zero_filled", target, zero_filled))
             shown["zero_filled"] = zero_filled[middle]
         if name != "zero_filled":
-            rows.append({"volume": volume, "method": name} | metrics.volume_metrics(target, image))
+            rows.append(metrics.volume_row(volume, name, target, image))
             shown[name] = image[middle]
         bar.update()
     return timer.seconds_per_slice if name != "zero_filled" else None
