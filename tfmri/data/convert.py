@@ -186,10 +186,28 @@ def is_complete(task: ShardTask) -> bool:
 _progress_queue = None
 
 
-def _init_worker(queue):
+def _init_worker(queue, parent=None):
+    """Sets up the progress queue; in a worker process (``parent``: the converter's
+    pid) also its signals: SIGINT ignored (a Ctrl-C reaches the whole process group;
+    the converter handles it and terminates the pool), SIGTERM fatal (the pool's
+    terminate() sends it; a forked worker would inherit the converter's handler), and
+    SIGTERM too when the converter dies, however it dies, so that no worker writes
+    shards after it is gone."""
     global _progress_queue
     _progress_queue = queue
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if parent is None:
+        return
+    import ctypes  # only worker processes need these two
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    pr_set_pdeathsig = 1  # <linux/prctl.h>: a signal for this process when its parent exits
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: only the pool's terminate
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)  # the converter died before prctl took effect
 
 
 def convert_shard(task: ShardTask) -> dict:
@@ -385,13 +403,23 @@ def _load_record(task):
 def _run(tasks, num_workers, progress):
     if not tasks:
         return {}
+
+    def converted(task, convert):
+        try:
+            return convert()
+        except OSError as error:
+            if error.filename is not None:
+                raise
+            # A write to a full disk names no file: name the shard, for the one-line error.
+            raise OSError(error.errno, error.strerror, task.path) from error
+
     if num_workers == 1 or len(tasks) == 1:
         results = {}
         queue = _CallbackQueue(progress)
         _init_worker(queue)
         try:
             for task in tasks:
-                results[task.path] = convert_shard(task)
+                results[task.path] = converted(task, lambda task=task: convert_shard(task))
         finally:
             _init_worker(None)
         return results
@@ -401,14 +429,16 @@ def _run(tasks, num_workers, progress):
     context = multiprocessing.get_context(method)
     queue = context.Queue()
     results = {}
-    with context.Pool(min(num_workers, len(tasks)), _init_worker, (queue,)) as pool:
+    workers = min(num_workers, len(tasks))
+    # Leaving the block by an exception (an error, Ctrl-C, SIGTERM) terminates the pool.
+    with context.Pool(workers, _init_worker, (queue, os.getpid())) as pool:
         pending = [(task, pool.apply_async(convert_shard, (task,))) for task in tasks]
         while pending:
             _drain(queue, progress)
             still_pending = []
             for task, result in pending:
                 if result.ready():
-                    results[task.path] = result.get()  # re-raises the worker's error
+                    results[task.path] = converted(task, result.get)  # a worker's error
                 else:
                     still_pending.append((task, result))
             pending = still_pending
