@@ -194,14 +194,14 @@ class RunConfig:
         path = os.path.join(directory, RUN_CONFIG_FILE)
         if not os.path.exists(path):
             return None
+        fix = "restore it or use a new --model_dir"
         try:
-            with open(path) as handle:
+            with open(path, encoding="utf-8") as handle:
                 return cls.from_dict(json.load(handle))
+        except UserError as error:  # a value the flags' checks refuse: name the file too
+            raise UserError(f"{path}: {error}; {fix}") from None
         except (ValueError, KeyError, TypeError) as error:
-            raise UserError(
-                f"{path}: not a run record of this tfmri ({error}); restore it or use a new "
-                "--model_dir"
-            ) from None
+            raise UserError(f"{path}: not a run record of this tfmri ({error}); {fix}") from None
 
     def changes_from(self, saved: "RunConfig") -> tuple[dict, dict]:
         """({flag: (saved, now)} of the recipe, {flag: (saved, now)} of the resumable

@@ -10,8 +10,11 @@ Variables are keyed by their position in each network and optimiser, which is fi
 by the architecture; Keras's own variable names carry process-wide counters.
 """
 
+import dataclasses
+import glob
 import json
 import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +24,7 @@ from tfmri import fileio
 from tfmri.errors import UserError
 
 MODEL_CONFIG = "model.json"
+KERAS_KEYS = {"name", "trainable", "dtype"}  # what Keras's Model.get_config adds to ours
 FLAGS_FILE = "flags.cfg"
 
 
@@ -70,8 +74,11 @@ class Checkpointer:
         self.checkpoint = tf.train.Checkpoint(**trackables(model, state))
         self.manager = tf.train.CheckpointManager(self.checkpoint, model_dir, max_to_keep)
         self.saver = self.manager
+        self.save_dir = model_dir
         if save_dir is not None and os.path.abspath(save_dir) != os.path.abspath(model_dir):
             self.saver = tf.train.CheckpointManager(self.checkpoint, save_dir, max_to_keep=1)
+            self.save_dir = save_dir
+        remove_unfinished_saves(self.save_dir)
 
     def restore(self) -> bool:
         """Restores the newest checkpoint, if any; returns whether it did."""
@@ -105,9 +112,22 @@ class Checkpointer:
                 f"weights became NaN or infinite ({bad[0]}, ...): not saved; the last good "
                 f"checkpoint, {self.manager.latest_checkpoint}, is kept"
             )
-        path = self.saver.save(checkpoint_number=int(self.state.global_step))
+        try:
+            path = self.saver.save(checkpoint_number=int(self.state.global_step))
+        finally:
+            remove_unfinished_saves(self.save_dir)  # what a failed save left
         logging.info("saved %s (%s)", path, self.state.describe())
         return path
+
+
+def remove_unfinished_saves(directory):
+    """Removes the ``ckpt-N_temp`` folders that TensorFlow's writer leaves when a save
+    fails (a full disk, a killed run): no checkpoint lists them, and the run holding
+    ``directory`` writes no other checkpoint while it calls this."""
+    for leftover in glob.glob(os.path.join(glob.escape(directory), "ckpt-*_temp")):
+        if os.path.isdir(leftover) and not os.path.islink(leftover):
+            logging.info("removing %s: an unfinished save", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 class NonFiniteWeights(UserError):
@@ -139,7 +159,15 @@ def load_model(model_dir, checkpoint_path=None):
     the checkpoint path); by default the newest checkpoint in ``model_dir``."""
     from tfmri.models import pix2pix
 
-    model = pix2pix.ReconstructionModel.from_config(read_model_config(model_dir))
+    record = read_model_config(model_dir)
+    try:
+        config = pix2pix.ModelConfig(**record["config"])
+    except (TypeError, ValueError) as error:  # a value the fields do not take
+        raise UserError(
+            f"{os.path.join(model_dir, MODEL_CONFIG)}: {error}; restore it from the run, or "
+            "train into a new --model_dir"
+        ) from None
+    model = pix2pix.ReconstructionModel.from_config({**record, "config": config})
     return model, restore_weights(model, checkpoint_path or model_dir)
 
 
@@ -148,8 +176,28 @@ def write_model_config(model_dir, model):
 
 
 def read_model_config(model_dir) -> dict:
+    """The ``model.json`` of ``model_dir``: ``{"config": {ModelConfig field: value}, ...}``
+    (Keras's own keys beside it). UserError naming the file if it is missing, not JSON,
+    or names a field that ModelConfig lacks."""
+    from tfmri.models import pix2pix
+
     path = os.path.join(model_dir, MODEL_CONFIG)
     if not os.path.exists(path):
         raise UserError(f"{path}: missing; is {model_dir} the --model_dir of a training run?")
-    with open(path) as handle:
-        return json.load(handle)
+    fix = "restore it from the run, or train into a new --model_dir"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except ValueError as error:  # truncated, not JSON, not UTF-8
+        raise UserError(f"{path}: not a model record ({error}); {fix}") from None
+    config = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(config, dict):
+        raise UserError(f'{path}: no "config" object of the model\'s fields; {fix}')
+    known = {field.name for field in dataclasses.fields(pix2pix.ModelConfig)}
+    unknown = sorted(set(config) - known) + sorted(set(record) - KERAS_KEYS - {"config"})
+    if unknown:
+        raise UserError(
+            f"{path}: unknown model field {', '.join(map(repr, unknown))}; written by "
+            f"another version of tfmri? {fix}"
+        )
+    return record
