@@ -4,7 +4,7 @@ tampered outputs of an earlier run, and k-space at every scale.
 What the applications promise under bad input (README, "Bad input and faults"): every
 file that cannot be used ends in one line naming it, skip mode goes on past it and
 converts or reconstructs every good file beside it, no traceback, and nothing
-non-finite is ever written. The signals and a full disk are in tests/test_signals.py.
+non-finite is ever written. The signals and a full disk are in tests/test_interrupts.py.
 """
 
 import glob
