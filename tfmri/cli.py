@@ -1,6 +1,7 @@
 """Shared plumbing for command-line entry points: quiet TensorFlow, one-line errors,
 and an orderly stop on SIGINT and SIGTERM."""
 
+import contextlib
 import errno
 import functools
 import importlib
@@ -171,23 +172,31 @@ def fail(message, status=1):
     sys.exit(status)
 
 
+@contextlib.contextmanager
+def one_line_errors():
+    """A user error, or a storage error (:func:`storage_error_line`), raised in the block
+    ends the process with one ``error:`` line and exit 1; anything else propagates."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        fail(str(error))
+    except Exception as error:
+        line = storage_error_line(error)
+        if line is None:
+            raise
+        fail(line)
+
+
 def user_errors_to_exit(main):
     """Wraps an absl ``main`` so that a user error prints one line and exits non-zero;
     positional arguments are one (every option of the applications is a --flag)."""
 
     @functools.wraps(main)
     def wrapped(argv):
-        try:
+        with one_line_errors():
             if len(argv) > 1:
                 raise UserError(f"unexpected arguments {argv[1:]}; all options are --flags")
             return main(argv)
-        except USER_ERRORS as error:
-            fail(str(error))
-        except Exception as error:
-            line = storage_error_line(error)
-            if line is None:
-                raise
-            fail(line)
 
     return wrapped
 
@@ -257,8 +266,9 @@ def run(main):
 
     _handle_signals(_unwind)
     try:
-        check_flagfiles(sys.argv[1:])
-        app.run(quiet_main)
+        with one_line_errors():
+            check_flagfiles(sys.argv[1:])
+            app.run(quiet_main)
     except SystemExit as exit_request:
         if exit_request.code == 1 and any(arg in HELP_FLAGS for arg in sys.argv[1:]):
             sys.exit(0)
@@ -267,10 +277,3 @@ def run(main):
         _report_interrupt(signal.SIGINT)
     except Terminated as terminated:
         _report_interrupt(terminated.signal_number)
-    except UserError as error:
-        fail(str(error))
-    except Exception as error:
-        line = storage_error_line(error)
-        if line is None:
-            raise
-        fail(line)
