@@ -174,6 +174,7 @@ def random_batch(network, batch):
         "zero_filled": (target + rng.standard_normal(target.shape)).astype(np.float32),
         "mean": np.zeros(batch, np.float32),
         "std": np.ones(batch, np.float32),
+        "scale": np.ones(batch, np.float32),
         "max_value": np.full(batch, 6.0, np.float32),
     }
     if network.get("data_consistency"):

@@ -348,7 +348,15 @@ def write_cases(root, seed=SEED):
         name = f"{what}.h5"
         _edit(train, os.path.join(train_dir, name), change)
         add(name, what.split("_")[0], expected, train_dir)
-    for what, (change, expected) in {**_test_attribute_cases(), **_mask_cases()}.items():
+    test_headers = {
+        f"header_test_recon_{what}": (
+            lambda handle, text=text: _header_with(handle, HEADER_FIELDS["recon_x"], text),
+            "refuse",
+        )
+        for what, text in (("zero", "0"), ("negative", "-320"))
+    }
+    test_edits = {**_test_attribute_cases(), **_mask_cases(), **test_headers}
+    for what, (change, expected) in test_edits.items():
         name = f"{what}.h5"
         _edit(test, os.path.join(test_dir, name), change)
         add(name, what.split("_")[0], expected, test_dir)

@@ -239,6 +239,11 @@ def test_a_rerun_redoes_every_output_that_is_not_a_finished_reconstruction(
             np.testing.assert_array_equal(handle["reconstruction"][()], finished[name])
     again = _reconstruct(exported, input_dir, output)
     assert f"0 volumes reconstructed, {len(names)} kept" in again.stdout
+    # Finished, but with another mask: not this command's output, so all redone.
+    other_mask = _reconstruct(
+        exported, input_dir, output, "--center_fractions=0.04", "--accelerations=8"
+    )
+    assert f"{len(names)} volumes reconstructed, 0 kept" in other_mask.stdout
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +312,39 @@ def test_reconstruct_is_scale_invariant(exported, scaled_copies, tmp_path):
         with h5py.File(output / "file1000123.h5") as handle:
             images[scale] = handle["reconstruction"][()]
     _assert_scales(images)
+
+
+def test_kspace_narrower_than_the_network_crop_is_scored_by_fastmris_rule_not_a_traceback(
+    exported, tmp_path
+):
+    """64 columns against a 320 x 320 recon size: fastMRI's rule scores it at 64 x 64.
+    The converter takes it, zero-filled and CS-TV read it, and a 320 network is refused
+    in one line naming the file and the --crop_size that would do."""
+    model_dir, _, _ = exported
+    raw = tmp_path / "raw"
+    (raw / "singlecoil_val").mkdir(parents=True)
+    kspace, target, header, _ = synthetic.make_volume(5, 2, 1, 64)
+    target = np.pad(target, ((0, 0), (0, 0), (128, 128)))  # the header's 320 x 320
+    synthetic.write_volume(
+        str(raw / "singlecoil_val" / "narrow.h5"), kspace, target, header, "CORPD_FBK", "narrow"
+    )
+    records = str(tmp_path / "records")
+    convert.convert(str(raw), records, convert.ConvertOptions(num_shards=1, num_workers=1))
+    scoring = pipeline.PipelineOptions(
+        SPEC, batch_size=1, measured=True, recon_crop=True, network_input=False
+    )
+    for inputs, target_image in pipeline.make_dataset(records, "singlecoil_val", scoring, False):
+        assert inputs["zero_filled_image"].shape == target_image.shape == (1, 64, 64)
+        assert np.all(np.isfinite(inputs["zero_filled_image"].numpy()))
+    result = run_app(
+        "tfmri.evaluate",
+        f"--flagfile={model_dir}/flags.cfg",
+        f"--data_dir={records}",
+        "--val_split=singlecoil_val",
+        f"--output_dir={tmp_path / 'eval'}",
+    )
+    assert result.returncode == 1
+    _no_traceback(result)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --crop_size=320") and "narrow.h5" in last
+    assert "--crop_size=64 or less" in last

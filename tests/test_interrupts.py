@@ -480,3 +480,28 @@ def test_a_damaged_run_config_names_the_file(tmp_path, content, message):
     (tmp_path / "run_config.json").write_text(content)
     with pytest.raises(UserError, match=f"^{tmp_path}/run_config.json: {message}"):
         RunConfig.load(str(tmp_path))
+
+
+def test_reconstruct_stopped_by_sigint_says_so_and_a_rerun_finishes(
+    exported, many_volumes, tmp_path
+):
+    _, export_dir, _ = exported
+    input_dir = os.path.join(many_volumes, "singlecoil_train")
+    output_dir = str(tmp_path / "out")
+    command = ["-m", "tfmri.reconstruct", f"--saved_model={os.path.join(export_dir, 'knee', '1')}"]
+    command += [f"--input_dir={input_dir}", f"--output_dir={output_dir}", "--batch_size=1"]
+
+    def one_volume_done():
+        return glob.glob(os.path.join(output_dir, "*.h5"))
+
+    process, stdout, stderr, _ = _stopped_run(command, signal.SIGINT, one_volume_done, True, _env())
+
+    assert process.returncode == 130, stderr[-3000:]
+    _assert_one_line(stderr, stdout, "interrupted (SIGINT): rerun the same command to resume")
+    assert not os.path.exists(os.path.join(output_dir, runlock.LOCK_NAME))
+    assert not glob.glob(os.path.join(output_dir, ".*.tmp-*"))
+    done = len(one_volume_done())
+    assert 0 < done < 41
+    rerun = _run(*command, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{41 - done} volumes reconstructed, {done} kept" in rerun.stdout

@@ -173,13 +173,20 @@ def is_complete(task: ShardTask) -> bool:
             record = json.load(handle)
     except (OSError, ValueError):
         return False
-    return (
+    if not (
         isinstance(record, dict)
         and record.get("fingerprint") == task.fingerprint()
+        and record.get("file") == os.path.basename(task.path)
         and record.get("shard_bytes") == os.path.getsize(task.path)
+        and isinstance(record.get("bytes_read"), int)
         and isinstance(record.get("volumes"), list)
         and isinstance(record.get("skipped"), list)
-    )
+    ):
+        return False
+    volumes = record["volumes"]
+    return all(
+        isinstance(volume, dict) and _VOLUME_KEYS <= volume.keys() for volume in volumes
+    ) and record.get("num_slices") == sum(volume["num_slices"] for volume in volumes)
 
 
 # Set in each worker process: where to report finished volumes.
@@ -247,6 +254,20 @@ def convert_shard(task: ShardTask) -> dict:
 def _report(path, num_slices, num_bytes):
     if _progress_queue is not None:
         _progress_queue.put((path, num_slices, num_bytes))
+
+
+# What a shard's record says of each volume (_volume_summary), read by the manifest.
+_VOLUME_KEYS = {
+    "volume",
+    "num_slices",
+    "kspace_shape",
+    "coils",
+    "recon_size",
+    "acquisition",
+    "max_value",
+    "acceleration",
+    "has_target",
+}
 
 
 def _volume_summary(volume):
@@ -408,8 +429,8 @@ def _run(tasks, num_workers, progress):
         try:
             return convert()
         except OSError as error:
-            if error.filename is not None:
-                raise
+            if error.filename is not None or error.errno is None:
+                raise  # named already, or a message only (h5py's), kept whole
             # A write to a full disk names no file: name the shard, for the one-line error.
             raise OSError(error.errno, error.strerror, task.path) from error
 

@@ -15,6 +15,7 @@ and compiles, runs once more untimed first); the shared input pipeline is not co
 
 import dataclasses
 import glob
+import math
 import os
 import time
 
@@ -444,7 +445,9 @@ def read_curves(model_dir) -> dict:
                 event = tf.compat.v1.Event.FromString(record.numpy())
                 for value in event.summary.value:
                     if value.tag == f"epoch/{tag}":
-                        points[event.step] = float(tf.make_ndarray(value.tensor))
+                        point = float(tf.make_ndarray(value.tensor))
+                        if math.isfinite(point):  # a diverged epoch: a gap in the curve
+                            points[event.step] = point
         if points:
             steps = sorted(points)
             curves[(writer, tag)] = (steps, [points[step] for step in steps])

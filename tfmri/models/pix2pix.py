@@ -7,8 +7,9 @@ against the updated discriminator with GAN loss + lambda * L1. Without a
 discriminator (``discriminator = "none"``) the same model trains with L1 alone.
 
 Batches are the pipeline's ``(inputs, target)``: ``inputs["zero_filled"]`` and
-``target`` float32 ``[batch, S, S, 1]`` normalised, plus ``mean``, ``std`` and
-``max_value`` ``[batch]`` to de-normalise and compute the fastMRI metrics.
+``target`` float32 ``[batch, S, S, 1]`` normalised, plus ``mean``, ``std``, ``scale``
+and ``max_value`` ``[batch]`` to de-normalise (times ``scale``: the file's units) and
+compute the fastMRI metrics.
 
 Losses are averaged over the *global* batch (``tf.nn.compute_average_loss``), so that
 gradients summed over the replicas of a ``tf.distribute`` strategy equal those of one

@@ -7,10 +7,12 @@ their own mask (their k-space is already undersampled); fully sampled files are
 undersampled with the volume's fixed fastMRI mask of --mask_type,
 --center_fractions and --accelerations. Each output is written under a temporary
 name and renamed when complete; a rerun keeps only the volumes whose output checks as
-finished (:func:`is_done`) and redoes the rest. Bad files
+finished (:func:`is_done`: intact, and made by the same model and mask from the same
+input) and redoes the rest. Bad files
 are named with the reason: ``--on_error=fail`` stops, ``skip`` goes on and lists them.
 """
 
+import json
 import os
 
 import h5py
@@ -24,6 +26,7 @@ from tfmri.progress import ProgressBar
 from tfmri.serving import client
 
 RECONSTRUCTION = "reconstruction"
+MADE_FROM = "made_from"
 
 
 def load_model(path):
@@ -48,26 +51,52 @@ def reconstruct_volume(signature, kspace, mask, batch_size):
     return np.concatenate(parts)
 
 
-def write_reconstruction(path, image):
-    """Writes ``reconstruction`` float32 [slices, S, S] to ``path``, atomically."""
+def made_from(model, volume_path, spec):
+    """What an output is a reconstruction of, as JSON text (kept in its ``made_from``
+    attribute): the SavedModel (path, size and time of saved_model.pb), the mask spec,
+    and the input (size and time). A rerun keeps an output only if they are the same."""
+
+    def stamp(path):
+        status = os.stat(path)
+        return [status.st_size, status.st_mtime_ns]
+
+    return json.dumps(
+        {
+            "saved_model": os.path.realpath(model),
+            "saved_model_pb": stamp(os.path.join(model, "saved_model.pb")),
+            "mask": [spec.mask_type, list(spec.center_fractions), list(spec.accelerations)],
+            "input": stamp(volume_path),
+        },
+        sort_keys=True,
+    )
+
+
+def write_reconstruction(path, image, provenance=None):
+    """Writes ``reconstruction`` float32 [slices, S, S] to ``path``, atomically, with
+    ``provenance`` (:func:`made_from`) as its ``made_from`` attribute when given."""
     if os.path.isdir(path) and not os.path.islink(path):
         raise UserError(f"{path}: a directory stands where the reconstruction goes; remove it")
     with fileio.atomic_path(path) as temporary:
         with h5py.File(temporary, "w") as handle:
             handle.create_dataset(RECONSTRUCTION, data=image.astype(np.float32))
+            if provenance is not None:
+                handle.attrs[MADE_FROM] = provenance
 
 
-def is_done(output, volume_path, crop_size):
+def is_done(output, volume_path, crop_size, provenance=None):
     """Whether ``output`` is a finished reconstruction of ``volume_path``: a regular file
     (not a link) that opens and holds ``reconstruction`` float32 [slices, S, S] with the
     volume's slice count and the model's crop S (square, when the model does not say),
-    all finite. Anything else is redone."""
+    all finite, made from ``provenance`` (:func:`made_from`; the same model, mask and
+    input) when given. Anything else is redone."""
     if os.path.islink(output) or not os.path.isfile(output):
         return False
     try:
         with h5py.File(volume_path, "r") as handle:
             num_slices = handle["kspace"].shape[0]
         with h5py.File(output, "r") as handle:
+            if provenance is not None and handle.attrs.get(MADE_FROM) != provenance:
+                return False
             dataset = handle.get(RECONSTRUCTION)
             if not isinstance(dataset, h5py.Dataset) or dataset.dtype != np.float32:
                 return False
@@ -119,10 +148,10 @@ def run(model, input_dir, output_dir, spec, batch_size=8, on_error="fail"):
     signature = load_model(model)
     paths = fastmri_files.list_volumes(input_dir)
     with runlock.hold(output_dir, "a batch reconstruction", "--output_dir"):
-        return _run(signature, paths, output_dir, spec, batch_size, on_error)
+        return _run(signature, model, paths, output_dir, spec, batch_size, on_error)
 
 
-def _run(signature, paths, output_dir, spec, batch_size, on_error):
+def _run(signature, model, paths, output_dir, spec, batch_size, on_error):
     crop_size = crop_size_of(signature)
     multicoil = takes_multicoil(signature)
     written, kept, skipped = [], [], []
@@ -130,7 +159,11 @@ def _run(signature, paths, output_dir, spec, batch_size, on_error):
     for path in paths:
         name = os.path.basename(path)
         target = os.path.join(output_dir, name)
-        if is_done(target, path, crop_size):
+        try:
+            provenance = made_from(model, path, spec)
+        except OSError:  # the input is a dangling link: read_volume names it
+            provenance = None
+        if provenance is not None and is_done(target, path, crop_size, provenance):
             kept.append(name)
             bar.update()
             continue
@@ -156,7 +189,7 @@ def _run(signature, paths, output_dir, spec, batch_size, on_error):
             fastmri_files.on_bad_file(error, on_error, skipped)
             bar.update()
             continue
-        write_reconstruction(target, image)
+        write_reconstruction(target, image, provenance)
         written.append(name)
         bar.update()
     bar.close()
