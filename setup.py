@@ -27,17 +27,9 @@ setup(
         "nibabel>=5",
     ],
     extras_require={
-        "test": [
-            "pytest>=7",
-            "scikit-image>=0.21",
-            "ruff>=0.5",
-            "nilearn>=0.10",  # the real-anatomy check set (tfmri/data/anatomy.py)
-            "nibabel>=5",
-        ],
-        # The real-anatomy check set: the MNI152 template inside nilearn, read by nibabel.
-        "anatomy": ["nilearn>=0.10", "nibabel>=5", "scipy>=1.10"],
+        "test": ["pytest>=7", "ruff>=0.5"],
         # The anchors the benches measure side by side (bench/README.md); BART is a
         # Debian package: apt-get install bart.
-        "bench": ["fastmri==0.3.0", "torch>=2.1", "nilearn>=0.10", "nibabel>=5"],
+        "bench": ["fastmri==0.3.0", "torch>=2.1"],
     },
 )

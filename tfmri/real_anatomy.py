@@ -1,6 +1,5 @@
 """Writes the real-anatomy check set: the MNI152 T1 template as fastMRI files.
 
-  pip install -e ".[anatomy]"
   python -m tfmri.real_anatomy --output_dir=data/anatomy
 
 Creates <output_dir>/singlecoil_val/mni152_t1_<plane>_<n>.h5 (6 volumes x 6 slices by

@@ -72,7 +72,7 @@ def load_template() -> np.ndarray:
         path = importlib.resources.files(TEMPLATE_PACKAGE) / TEMPLATE_FILE
     except ModuleNotFoundError as error:
         raise ImportError(
-            f"the real-anatomy set needs {error.name}: pip install -e '.[anatomy]' "
+            f"the real-anatomy set needs {error.name}, a dependency of tfmri: pip install -e . "
             "(nilearn ships the MNI152 template, nibabel reads it)"
         ) from None
     with importlib.resources.as_file(path) as local:
