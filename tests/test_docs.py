@@ -500,13 +500,18 @@ def header_link_problems(root=ROOT, cache=None):
 
 def header_command_problems(app_flags, root=ROOT):
     """['<config>:<line>: <command>: <problem>'] for the example commands of the
-    configs' comment headers (indented lines, or inline code)."""
+    configs' comment headers (lines of a command, continued by a backslash, or inline
+    code)."""
     problems = []
     for label, lines in config_headers(root).items():
         text = "\n".join(comment for _, comment in lines)
         first = lines[0][0] if lines else 1
         commands = [(first + n - 1, c) for n, c in inline_code(text)]
-        commands += [(n, c) for n, c in lines if re.match(r"\s{2,}python", c)]
+        # A line that is a command: indented, or after a label ("Command: python ...").
+        for index, (number, comment) in enumerate(lines):
+            if re.match(r"\s*(?:[\w ]+:\s*)?python\b", comment):
+                rest = [line for _, line in lines[index:]]
+                commands.append((number, shell_lines(rest, number)[0][1]))
         for number, line in sorted(commands):
             for app, args in commands_in(line):
                 shown = " ".join(["python -m", f"tfmri.{app}", *args])
@@ -650,6 +655,9 @@ def test_the_config_header_check_reports_missing_docs_anchors_and_flags(tmp_path
         "# See docs/results.md#the-knee-real-data and docs/results.md#the-brain,\n"
         "# docs/missing.md.\n"
         "#   python -m tfmri.train --flagfile=configs/a.cfg --epochz=1\n"
+        "# Command: python -m tfmri.train --flagfile=configs/a.cfg \\\n"
+        "#   --epochs=1 --bogus=2\n"
+        "# It trains (python -m tfmri.train --not_a_command) in `python -m tfmri.x`.\n"
         "--epochs=1\n"
         "# docs/after_the_header.md\n"
     )
@@ -661,6 +669,10 @@ def test_the_config_header_check_reports_missing_docs_anchors_and_flags(tmp_path
     assert header_command_problems(FAKE_FLAGS, str(tmp_path)) == [
         "configs/a.cfg:3: `python -m tfmri.train --flagfile=configs/a.cfg --epochz=1`: "
         "tfmri.train defines no --epochz",
+        "configs/a.cfg:4: `python -m tfmri.train --flagfile=configs/a.cfg --epochs=1 "
+        "--bogus=2`: tfmri.train defines no --bogus",
+        "configs/a.cfg:6: `python -m tfmri.x`: there is no application tfmri.x "
+        "(tfmri/x.py with a main)",
     ]
 
 
