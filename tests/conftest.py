@@ -21,6 +21,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
 
+def pytest_configure(config):
+    # The fast tier for development is `python -m pytest -m "not slow" tests` (about two
+    # minutes on 2 cores); CI runs all. A module-scoped fixture that trains is charged to
+    # its first test: mark every test that uses it, or the training joins the fast tier.
+    config.addinivalue_line(
+        "markers",
+        "slow: trains a model (other than the shared `exported` one), runs the main job or "
+        "a report, or starts TensorFlow in subprocesses; deselect with -m 'not slow'",
+    )
+
+
 def run_tool(*args, timeout=300):
     """Runs a command-line entry point; returns the CompletedProcess."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -174,7 +185,10 @@ def multicoil_records(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported(singlecoil_records, tmp_path_factory):
-    """A tiny pix2pix trained one epoch and exported: (model_dir, export_dir, data flags)."""
+    """A tiny pix2pix trained one epoch and exported: (model_dir, export_dir, data flags).
+
+    The one training of the fast tier (a few seconds), shared by its export, serving,
+    reconstruction and fault tests."""
     root = tmp_path_factory.mktemp("export")
     model_dir = str(root / "run")
     common = [f"--data_dir={singlecoil_records}", f"--model_dir={model_dir}"]

@@ -180,6 +180,7 @@ def cascade_export(singlecoil_records, tmp_path_factory):
     return model_dir, saved_model, first_step
 
 
+@pytest.mark.slow
 def test_training_resumes_where_it_stopped(cascade_export):
     model_dir, _, first_step = cascade_export
     assert first_step > 0
@@ -208,6 +209,7 @@ def served_and_keras(model_dir, saved_model, records, raw):
     return served["reconstruction"].numpy(), expected, inputs
 
 
+@pytest.mark.slow
 def test_served_cascade_equals_the_keras_model(cascade_export, singlecoil_records, singlecoil_raw):
     model_dir, saved_model, _ = cascade_export
     image, expected, inputs = served_and_keras(
@@ -220,6 +222,7 @@ def test_served_cascade_equals_the_keras_model(cascade_export, singlecoil_record
     assert np.abs(image - zero_filled).max() > 1e-3 * zero_filled.max()
 
 
+@pytest.mark.slow
 def test_report_names_cascade_rows_apart_from_the_unet(cascade_export, exported, tmp_path):
     model_dir, _, _ = cascade_export
     unet_dir, _, common = exported
@@ -236,6 +239,7 @@ def test_report_names_cascade_rows_apart_from_the_unet(cascade_export, exported,
     assert [row["ssim"] for row in cascade_rows] != [row["ssim"] for row in unet_rows]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", [[], ["--cascade_start=cs_tv", "--start_cs_iterations=5"]])
 def test_multicoil_cascade_trains(multicoil_records, tmp_path, start):
     from tests.test_multicoil import train_multicoil_unet
@@ -248,6 +252,7 @@ def test_multicoil_cascade_trains(multicoil_records, tmp_path, start):
         assert config["start_cs_lambda"] in cs_tv.LAMBDA_GRID
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "precision, extra",
     [

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.conftest import run_module
@@ -109,6 +110,7 @@ def test_multicoil_consistency_keeps_the_zero_filled_rss_and_has_finite_gradient
     assert np.all(np.isfinite(gradient.numpy())) and np.abs(gradient.numpy()).max() > 0
 
 
+@pytest.mark.slow
 def test_multicoil_training_and_evaluation_with_data_consistency(multicoil_records, tmp_path):
     _, records = multicoil_records
     model_dir = str(tmp_path / "run")
@@ -126,6 +128,7 @@ def test_multicoil_training_and_evaluation_with_data_consistency(multicoil_recor
     assert all(np.isfinite(row["ssim"]) for row in report["volumes"])
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_with_data_consistency(singlecoil_records, tmp_path):
     model_dir = str(tmp_path / "run")
     common = [f"--data_dir={singlecoil_records}", f"--model_dir={model_dir}"]

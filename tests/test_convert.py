@@ -169,6 +169,7 @@ def test_empty_input_directory(tmp_path):
     assert f"error: {tmp_path}: no .h5 files" in result.stderr
 
 
+@pytest.mark.slow
 def test_kill_and_rerun_finishes_with_the_same_records(tmp_path):
     from tfmri.data import synthetic
 

@@ -118,6 +118,7 @@ def cs_cascade_run(singlecoil_records, tmp_path_factory):
     return train_resume_export(singlecoil_records, root, TINY, "cs")
 
 
+@pytest.mark.slow
 def test_auto_lambda_is_chosen_on_the_training_split_and_kept(cs_cascade_run, singlecoil_records):
     model_dir, _, (first, resumed), first_step = cs_cascade_run
     groups = cs_tv.tuning_slices(singlecoil_records, "singlecoil_train", SPEC)
@@ -137,6 +138,7 @@ def test_auto_lambda_is_chosen_on_the_training_split_and_kept(cs_cascade_run, si
         assert "--start_cs_lambda=auto" in handle.read()
 
 
+@pytest.mark.slow
 def test_served_cs_cascade_equals_the_keras_model(
     cs_cascade_run, singlecoil_records, singlecoil_raw
 ):
@@ -163,6 +165,7 @@ def test_served_cs_cascade_equals_the_keras_model(
     assert must_compile == []
 
 
+@pytest.mark.slow
 def test_report_names_the_cs_cascade_row(cs_cascade_run, singlecoil_records, tmp_path):
     model_dir, _, _, _ = cs_cascade_run
     (setting,) = report_8x(
@@ -176,6 +179,7 @@ def test_report_names_the_cs_cascade_row(cs_cascade_run, singlecoil_records, tmp
     assert set(setting["summary"]) == {"zero_filled", "cs_tv", "cs_cascade"}
 
 
+@pytest.mark.slow
 def test_cs_cascade_trains_on_two_mirrored_replicas(singlecoil_records, tmp_path):
     # A CPU split and a mirrored strategy change the process for good.
     model_dir = str(tmp_path / "mirrored")

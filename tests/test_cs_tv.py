@@ -293,6 +293,7 @@ def test_evaluation_pipeline_scores_each_files_recon_crop(tmp_path):
     assert shapes == {"file_a.h5": (160, 160), "file_b.h5": (150, 150)}
 
 
+@pytest.mark.slow
 def test_report_scores_zero_filled_and_cs_tv_on_files_narrower_than_the_crop(tmp_path):
     # No network, no --crop_size limit: zero-filled and CS-TV alone are scored on files of
     # any recon size (here narrower than the default 320 crop), each at its recon crop,

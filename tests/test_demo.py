@@ -11,6 +11,9 @@ import pytest
 
 from tests.conftest import run_tool
 
+# The main job, run end to end in processes of its own: minutes on 2 cores.
+pytestmark = pytest.mark.slow
+
 # The demo's steps, on 4 volumes x 3 slices and one training epoch per run.
 QUICK = [
     "--num_volumes=4",

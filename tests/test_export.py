@@ -36,6 +36,7 @@ def test_layout_versions_and_no_overwrite(exported):
     assert not glob.glob(os.path.join(export_dir, "knee", ".*"))
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_both_signatures(exported):
     _, export_dir, _ = exported
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -65,6 +66,7 @@ np.savez(sys.argv[3], kspace=out["reconstruction"].numpy(), image=image["reconst
 """
 
 
+@pytest.mark.slow
 def test_fresh_process_signatures_equal_the_keras_model(exported, singlecoil_raw, tmp_path):
     model_dir, export_dir, _ = exported
     model = pix2pix.ReconstructionModel.from_config(checkpoints.read_model_config(model_dir))
@@ -172,6 +174,7 @@ def test_wrong_shapes_and_dtypes_fail_clearly(serving):
         serving(kspace_real=tf.constant(real, tf.float64), kspace_imag=imag, mask=mask)
 
 
+@pytest.mark.slow
 def test_mixed_precision_model_exports_with_float32_inputs_and_outputs(exported, tmp_path):
     model_dir, _, common = exported
     export_dir = str(tmp_path / "savedmodel")

@@ -303,6 +303,7 @@ def test_the_pipeline_model_and_cs_tv_are_scale_invariant(exported, scaled_copie
     assert np.std(results["model"][1.0]) > 0.05 * np.mean(results["model"][1.0])
 
 
+@pytest.mark.slow
 def test_reconstruct_is_scale_invariant(exported, scaled_copies, tmp_path):
     images = {}
     for index, (scale, (raw, _)) in enumerate(scaled_copies.items()):

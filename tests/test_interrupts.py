@@ -161,6 +161,7 @@ def _shards(directory):
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "signal_number, whole_group, status",
     [(signal.SIGTERM, False, 143), (signal.SIGINT, True, 130)],
@@ -208,6 +209,7 @@ def test_a_conversion_stopped_by_a_signal_stops_its_workers_and_resumes(
     assert _shards(output_dir) == _shards(reference_dir)
 
 
+@pytest.mark.slow
 def test_training_stopped_by_sigterm_says_so_and_releases_its_directory(
     singlecoil_records, tmp_path
 ):
@@ -294,6 +296,7 @@ def _assert_checkpoints_complete(model_dir):
         tf.train.load_checkpoint(path)  # readable to the end
 
 
+@pytest.mark.slow
 def test_training_onto_a_full_disk_is_one_line(singlecoil_records, tmp_path, monkeypatch):
     """In process: a save raising TensorFlow's ENOSPC error after leaving its _temp folder."""
     import tensorflow as tf
@@ -330,6 +333,7 @@ def test_training_onto_a_full_disk_is_one_line(singlecoil_records, tmp_path, mon
     assert not os.path.exists(os.path.join(model_dir, runlock.LOCK_NAME))
 
 
+@pytest.mark.slow
 def test_training_onto_a_real_full_disk_is_one_line(singlecoil_records, small_disk):
     if small_disk is None:
         pytest.skip("cannot mount a tmpfs here; the in-process test covers the message")
@@ -482,6 +486,7 @@ def test_a_damaged_run_config_names_the_file(tmp_path, content, message):
         RunConfig.load(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_reconstruct_stopped_by_sigint_says_so_and_a_rerun_finishes(
     exported, many_volumes, tmp_path
 ):

@@ -20,6 +20,9 @@ from tfmri.data import fastmri_files, masks, pipeline, transforms
 from tfmri.models import matmul_conv, pix2pix
 from tfmri.training import checkpoints
 
+# One training of the knee recipe, killed and resumed in processes of its own.
+pytestmark = pytest.mark.slow
+
 RECIPE = os.path.join(ROOT, "configs", "knee_singlecoil_8x_pix2pix.cfg")
 SMALLER = [
     "--base_filters=4",

@@ -56,6 +56,7 @@ def two_workers(singlecoil_records, tmp_path_factory):
     return model_dir, result
 
 
+@pytest.mark.slow
 def test_both_workers_end_with_the_same_weights(two_workers):
     model_dir, result = two_workers
     assert _checkpoint_steps(model_dir) == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
@@ -69,6 +70,7 @@ def test_both_workers_end_with_the_same_weights(two_workers):
     assert any(not np.array_equal(first[name], chief[name]) for name in chief)
 
 
+@pytest.mark.slow
 def test_only_the_chief_writes_the_run(two_workers):
     model_dir, result = two_workers
     for name in ("flags.cfg", "model.json", "logs"):
@@ -81,6 +83,7 @@ def test_only_the_chief_writes_the_run(two_workers):
     assert "all 2 workers finished" in result.stdout
 
 
+@pytest.mark.slow
 def test_loss_matches_one_process_with_the_same_global_batch(
     two_workers, singlecoil_records, tmp_path
 ):
@@ -145,6 +148,7 @@ print(output)
 """
 
 
+@pytest.mark.slow
 def test_one_sgd_step_on_two_workers_equals_one_process(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     alone = tmp_path / "alone.npz"
@@ -192,6 +196,7 @@ def _read_lines(process, lines):
         lines.append(line)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_stops_the_cluster_and_a_restart_resumes(singlecoil_records, tmp_path):
     model_dir = str(tmp_path / "run")
     args = _train_args(
@@ -239,6 +244,7 @@ def test_a_killed_worker_stops_the_cluster_and_a_restart_resumes(singlecoil_reco
     assert max(_checkpoint_steps(model_dir)) == 3 * STEPS_PER_EPOCH
 
 
+@pytest.mark.slow
 def test_more_workers_than_shards_is_refused(singlecoil_records, tmp_path):
     model_dir = str(tmp_path / "run")
     args = _train_args(singlecoil_records, model_dir, "--strategy=multi_worker", "--epochs=1")
@@ -249,6 +255,7 @@ def test_more_workers_than_shards_is_refused(singlecoil_records, tmp_path):
     assert not os.path.exists(os.path.join(model_dir, "flags.cfg"))
 
 
+@pytest.mark.slow
 def test_multi_worker_without_tf_config(singlecoil_records, tmp_path):
     env_free = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
     result = subprocess.run(

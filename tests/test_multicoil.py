@@ -41,6 +41,7 @@ def _signature(saved_model):
     return tf.saved_model.load(saved_model).signatures["serving_default"]
 
 
+@pytest.mark.slow
 def test_the_run_records_multicoil_and_the_export_takes_coils(multicoil_export):
     _, _, model_dir, saved_model = multicoil_export
     assert checkpoints.read_model_config(model_dir)["config"]["multicoil"] is True
@@ -68,6 +69,7 @@ def _served_and_keras(raw, records, model_dir, saved_model):
     return served["reconstruction"].numpy(), expected, kspace * mask, mask
 
 
+@pytest.mark.slow
 def test_served_reconstruction_equals_the_keras_model(multicoil_export):
     raw, records, model_dir, saved_model = multicoil_export
     served, expected, kspace, mask = _served_and_keras(raw, records, model_dir, saved_model)
@@ -80,6 +82,7 @@ def test_served_reconstruction_equals_the_keras_model(multicoil_export):
     assert np.all(np.isfinite(answer["reconstruction"].numpy()))
 
 
+@pytest.mark.slow
 def test_rest_payload_of_a_multicoil_file_is_what_the_signature_takes(multicoil_export):
     raw, _, _, _ = multicoil_export
     path = sorted(glob.glob(os.path.join(raw, "multicoil_val", "*.h5")))[0]
@@ -91,6 +94,7 @@ def test_rest_payload_of_a_multicoil_file_is_what_the_signature_takes(multicoil_
         np.testing.assert_array_equal(decoded[key], value)
 
 
+@pytest.mark.slow
 def test_batch_reconstruction_of_multicoil_files(multicoil_export, tmp_path):
     raw, _, _, saved_model = multicoil_export
     output = tmp_path / "out"
@@ -105,6 +109,7 @@ def test_batch_reconstruction_of_multicoil_files(multicoil_export, tmp_path):
             assert image.dtype == np.float32 and np.all(np.isfinite(image))
 
 
+@pytest.mark.slow
 def test_a_single_coil_file_on_a_multicoil_model_is_one_line(
     multicoil_export, singlecoil_raw, tmp_path
 ):
@@ -121,6 +126,7 @@ def test_a_single_coil_file_on_a_multicoil_model_is_one_line(
     assert not glob.glob(str(tmp_path / "out" / "*.h5"))
 
 
+@pytest.mark.slow
 def test_report_has_learned_multicoil_rows(multicoil_export, tmp_path):
     _, records, model_dir, _ = multicoil_export
     (setting,) = report_8x(
@@ -155,12 +161,14 @@ def train_multicoil_unet(records, model_dir, *flags):
     return checkpoints.read_model_config(model_dir)["config"]
 
 
+@pytest.mark.slow
 def test_unet_trains_on_multicoil_data_with_consistency(multicoil_records, tmp_path):
     _, records = multicoil_records
     config = train_multicoil_unet(records, str(tmp_path / "unet"), *TINY)
     assert config["multicoil"] and config["discriminator"] == "none"
 
 
+@pytest.mark.slow
 def test_two_replicas_in_mixed_precision_on_multicoil_data(multicoil_records, tmp_path):
     # MirroredStrategy over 2 CPU devices and bfloat16 change the process: a process of its own.
     _, records = multicoil_records
@@ -186,6 +194,7 @@ def test_two_replicas_in_mixed_precision_on_multicoil_data(multicoil_records, tm
     assert tf.train.latest_checkpoint(model_dir) is not None
 
 
+@pytest.mark.slow
 def test_report_compares_runs_with_and_without_consistency(
     multicoil_export, multicoil_records, tmp_path
 ):
@@ -228,6 +237,7 @@ def test_report_compares_runs_with_and_without_consistency(
     assert "are all pix2pix runs at 8x" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_complex_generator_input_trains_exports_and_serves(multicoil_records, tmp_path):
     # --generator_input=complex: the generator also sees the maps-combined complex
     # zero-filled image as two channels.

@@ -26,6 +26,7 @@ def _as_new_user(*args):
     )
 
 
+@pytest.mark.slow
 def test_training_prints_only_tfmris_lines(singlecoil_records, tmp_path):
     model_dir = str(tmp_path / "run")
     args = ["-m", "tfmri.train", f"--data_dir={singlecoil_records}", f"--model_dir={model_dir}"]
@@ -39,6 +40,7 @@ def test_training_prints_only_tfmris_lines(singlecoil_records, tmp_path):
     assert result.stderr == ""
 
 
+@pytest.mark.slow
 def test_a_user_error_is_the_only_line(tmp_path):
     result = _as_new_user(
         "-m", "tfmri.evaluate", f"--data_dir={tmp_path}/none", f"--model_dir={tmp_path}"

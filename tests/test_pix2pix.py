@@ -126,6 +126,7 @@ def test_slice_metrics_equal_scikit_image_and_the_volume_metrics():
         assert nmse[index] == pytest.approx(metrics.nmse(gt[index], pred[index]), rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
 def test_each_precision_trains_with_float32_outputs(precision):
     keras.mixed_precision.set_global_policy(precision)

@@ -72,6 +72,7 @@ def _setting(document, acceleration):
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which, acceleration, method", [(0, 8, "pix2pix"), (1, 4, "unet")])
 def test_learned_numbers_equal_evaluate(report, runs, tmp_path, which, acceleration, method):
     _, document, _ = report
@@ -93,6 +94,7 @@ def test_learned_numbers_equal_evaluate(report, runs, tmp_path, which, accelerat
                 assert row[metric] == pytest.approx(expected[volume][metric], rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_cs_tv_numbers_equal_the_module_on_the_raw_files(report, singlecoil_raw):
     _, document, _ = report
     for acceleration, fraction in ((4, 0.08), (8, 0.04)):
@@ -118,6 +120,7 @@ def test_cs_tv_numbers_equal_the_module_on_the_raw_files(report, singlecoil_raw)
             assert row["nmse"] < zero_filled[name]["nmse"]
 
 
+@pytest.mark.slow
 def test_tables_timings_and_figures(report):
     report_dir, document, stdout = report
     assert [r["acceleration"] for r in document["results"]] == [4, 8]
@@ -151,6 +154,7 @@ def test_tables_timings_and_figures(report):
     assert pix2pix_curves["train/G_L1"][0] == [1, 2]  # one point per epoch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -171,6 +175,7 @@ def test_bad_flags(singlecoil_records, runs, tmp_path, extra, message):
     assert not os.path.exists(report_dir)
 
 
+@pytest.mark.slow
 def test_learned_method_without_a_checkpoint(singlecoil_records, runs, tmp_path):
     report_dir = str(tmp_path / "report")
     args = _report_args(singlecoil_records, runs, report_dir, f"--checkpoints={runs[0]}")
@@ -180,6 +185,7 @@ def test_learned_method_without_a_checkpoint(singlecoil_records, runs, tmp_path)
     assert "no unet run" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_multicoil_zero_filled_and_cs_tv(multicoil_records, tmp_path):
     _, records = multicoil_records
     report_dir = str(tmp_path / "report")
@@ -206,6 +212,7 @@ def test_multicoil_zero_filled_and_cs_tv(multicoil_records, tmp_path):
     assert not os.path.exists(os.path.join(report_dir, "training_curves.png"))
 
 
+@pytest.mark.slow
 def test_check_set_section_scores_its_own_data(singlecoil_records, tmp_path):
     """--check_data_dir: the same methods on a second data set, in a section of its own.
     Given the main data again, its numbers are the main section's."""

@@ -68,6 +68,7 @@ def _write_lock(directory, pid, host=None, start_time=None):
 # 1. Two runs into one directory.
 
 
+@pytest.mark.slow
 def test_a_held_model_dir_refuses_a_second_training(singlecoil_records, tmp_path):
     model_dir = str(tmp_path / "run")
     # This test's own process stands for the first run: alive, on this host.
@@ -80,6 +81,7 @@ def test_a_held_model_dir_refuses_a_second_training(singlecoil_records, tmp_path
     assert sorted(os.listdir(model_dir)) == [runlock.LOCK_NAME]  # nothing written
 
 
+@pytest.mark.slow
 def test_an_export_into_a_held_model_name_is_refused(exported):
     model_dir, export_dir, common = exported
     held = os.path.join(export_dir, "knee")
@@ -138,6 +140,7 @@ def one_epoch_run(singlecoil_records, tmp_path_factory):
     return model_dir
 
 
+@pytest.mark.slow
 def test_resuming_with_another_recipe_refuses_listing_old_and_new(
     one_epoch_run, singlecoil_records
 ):
@@ -156,6 +159,7 @@ def test_resuming_with_another_recipe_refuses_listing_old_and_new(
         assert handle.read() == saved
 
 
+@pytest.mark.slow
 def test_resuming_may_change_the_epochs_and_keeps_the_history(one_epoch_run, singlecoil_records):
     result = _train(singlecoil_records, one_epoch_run, "--epochs=2")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -404,6 +408,7 @@ def test_serving_client_checks_slices_and_port(singlecoil_raw):
     assert _last_line(result).startswith("error: --port=99999: TCP ports are 1 to 65535")
 
 
+@pytest.mark.slow
 def test_launcher_passes_on_a_workers_input_error(tmp_path):
     args = ["--strategy=multi_worker", f"--data_dir={tmp_path / 'missing'}"]
     args.append(f"--model_dir={tmp_path / 'run'}")

@@ -6,6 +6,9 @@ import sys
 
 import pytest
 
+# A process of its own that loads TensorFlow (tfmri.runtime imports it), and another.
+pytestmark = pytest.mark.slow
+
 # Allocates, touches and frees a 64 MiB block ten times, as a training step does with
 # its large tensors, and prints the minor page faults this caused.
 _FAULTS = """

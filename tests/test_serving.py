@@ -63,7 +63,7 @@ def _free_port():
         return probe.getsockname()[1]
 
 
-@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+@pytest.mark.parametrize("protocol", ["rest", pytest.param("grpc", marks=pytest.mark.slow)])
 def test_unreachable_server_is_one_clear_error(singlecoil_raw, tmp_path, protocol):
     output = tmp_path / "out.npy"
     result = run_tool(

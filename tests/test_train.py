@@ -57,6 +57,7 @@ def trained_run(singlecoil_records, tmp_path_factory):
     return model_dir, result
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoints_flags_and_model_config(trained_run, singlecoil_records):
     model_dir, result = trained_run
     # 9 training slices, global batch 2: 4 steps per epoch, 2 epochs.
@@ -83,6 +84,7 @@ def _events(directory):
     return tags, images
 
 
+@pytest.mark.slow
 def test_tensorboard_has_scalars_images_and_hyperparameters(trained_run):
     model_dir, _ = trained_run
     tags, images = _events(os.path.join(model_dir, "logs"))
@@ -94,6 +96,7 @@ def test_tensorboard_has_scalars_images_and_hyperparameters(trained_run):
     assert any("hparams" in tag for tag in tags["hparams"])
 
 
+@pytest.mark.slow
 def test_helpfull_documents_every_flag():
     result = run_tool("-m", "tfmri.train", "--helpfull")
     assert result.returncode == 0
@@ -118,7 +121,11 @@ def test_helpfull_documents_every_flag():
         (["--train_split=singlecoil_test"], "no targets"),
         (["--data_dir=/nonexistent/records"], "--data_dir=/nonexistent/records"),
         (["--precision=float8"], "--precision"),
-        (["--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=3"], "multiple of the 2"),
+        pytest.param(
+            ["--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=3"],
+            "multiple of the 2",
+            marks=pytest.mark.slow,  # a process of its own
+        ),
     ],
 )
 def test_bad_flags_stop_before_any_work(singlecoil_records, tmp_path, extra, message):
@@ -154,6 +161,7 @@ def _final_variables(model_dir):
     }
 
 
+@pytest.mark.slow
 def test_resume_after_kill_continues_from_the_checkpoint(singlecoil_records, tmp_path):
     model_dir = str(tmp_path / "run")
     recipe = ["--epochs=6", "--epochs_decay=0", "--checkpoint_every_steps=1", "--deterministic"]
@@ -184,6 +192,7 @@ def test_resume_after_kill_continues_from_the_checkpoint(singlecoil_records, tmp
         np.testing.assert_allclose(resumed[name], value, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_resume_when_killed_after_the_last_step_of_an_epoch(singlecoil_records, tmp_path):
     # A --checkpoint_every_steps checkpoint of an epoch's last step (step 4 of 4), and the
     # run killed before its end-of-epoch checkpoint: the restart must not train on.
@@ -213,6 +222,7 @@ def test_resume_when_killed_after_the_last_step_of_an_epoch(singlecoil_records, 
     assert _checkpoint_steps(model_dir)[-1] == 8
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(singlecoil_records, tmp_path):
     model_dir = str(tmp_path / "run")
     args = _train_args(
@@ -244,6 +254,7 @@ def _numpy_zero_filled_volume(volume, spec):
     return image[:, top : top + 320, left : left + 320]
 
 
+@pytest.mark.slow
 def test_evaluation_metrics_match_scikit_image(trained_run, singlecoil_raw, singlecoil_records):
     model_dir, _ = trained_run
     output_dir = os.path.join(model_dir, "eval_test")
@@ -322,6 +333,7 @@ print("max_difference", max(float(np.max(np.abs(a - b))) for a, b in zip(one, tw
 
 # Synchronised batch norm is left out: its statistics agree across replica counts, but
 # its gradients only to about 1e-3 relative (seen, not explained yet; see the README).
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["instance", "none"])
 def test_one_step_on_two_replicas_equals_one_replica(norm):
     result = subprocess.run(
@@ -341,6 +353,7 @@ def test_one_step_on_two_replicas_equals_one_replica(norm):
     assert float(values["max_difference"]) < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -361,6 +374,7 @@ def test_evaluation_bad_flags(trained_run, tmp_path, extra, message):
     assert not os.path.exists(output_dir)
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_on_a_one_shard_conversion(singlecoil_raw, tmp_path):
     # One shard, fewer than the machine's cores: tfmri.train's fixed read parallelism
     # (the core count) must not exceed the shards.
