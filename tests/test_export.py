@@ -299,3 +299,45 @@ def test_a_non_finite_model_output_is_refused_and_blamed_on_the_model():
         export._scaled_back(reconstruction, tf.constant([1.0]), "image")
     scaled = export._scaled_back(tf.constant([[[1.5, -3.0]]]), tf.constant([2.0**-120]), "image")
     np.testing.assert_array_equal(scaled.numpy(), np.array([[[1.5, -3.0]]]) * 2.0**-120)
+
+
+def _warmup_requests(version_dir):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from tfmri.serving import export
+
+    path = os.path.join(version_dir, export.WARMUP_FILE)
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        for record in tf.data.TFRecordDataset(path)
+    ]
+    return [log.predict_log.request for log in logs]
+
+
+def test_the_export_holds_warmup_requests_that_its_signature_answers(exported, serving):
+    """TF Serving runs assets.extra/tf_serving_warmup_requests at load: each must be a
+    serving_default request of the model that answers a finite [B, 320, 320] image."""
+    from tfmri.serving import client, export
+
+    _, export_dir, _ = exported
+    requests = _warmup_requests(os.path.join(export_dir, "knee", "1"))
+    assert [len(client.decode_grpc_request(r)["mask"]) for r in requests] == list(
+        export.WARMUP_BATCHES
+    )
+    for request in requests:
+        assert request.model_spec.name == "knee"
+        assert request.model_spec.signature_name == "serving_default"
+        inputs = client.decode_grpc_request(request)
+        answer = serving(**{name: tf.constant(value) for name, value in inputs.items()})
+        image = answer["reconstruction"].numpy()
+        assert image.shape == (len(inputs["mask"]), 320, 320) and np.isfinite(image).all()
+
+
+def test_multicoil_warmup_requests_carry_a_coil_axis():
+    from tfmri.serving import export
+
+    single = export.warmup_inputs(4, 32, multicoil=False)
+    multi = export.warmup_inputs(4, 32, multicoil=True)
+    assert single["kspace_real"].shape == (4, 64, 32)
+    assert multi["kspace_real"].shape == (4, 1, 64, 32) and multi["mask"].shape == (4, 32)
+    assert (multi["mask"] == 1).all() and np.isfinite(multi["kspace_imag"]).all()

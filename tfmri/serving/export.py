@@ -20,6 +20,11 @@ does not match the k-space's batch or width, or samples no column in some slice,
 when the batch is empty; a reconstruction that is not finite (an input too large for
 float32) fails it too. Each example is computed in the units of a power of two near its
 largest value, so k-space times ``c`` gives the reconstruction times ``c``.
+
+Each version also holds ``assets.extra/tf_serving_warmup_requests``: TF Serving runs these
+``serving_default`` requests (batches of :data:`WARMUP_BATCHES` slices) when it loads the
+version, before it answers anyone, so the first client does not wait for the graph's
+one-time set-up.
 """
 
 import os
@@ -27,13 +32,18 @@ import re
 import shutil
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfmri import fileio, runlock
 from tfmri.data import pipeline, transforms
 from tfmri.errors import UserError
 from tfmri.models import pix2pix
+from tfmri.serving import client
 from tfmri.training import checkpoints
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_BATCHES = (1, 4)
 
 
 def _per_slice_statistics(images):
@@ -213,6 +223,30 @@ def _build(model, size):
     model(inputs, training=False)
 
 
+def warmup_inputs(batch, crop_size, multicoil, seed=0):
+    """The inputs of one warm-up request: noise k-space float32 [batch, (1,) 2S, S] at
+    fastMRI's tiny scale, every column sampled (S = ``crop_size``)."""
+    rng = np.random.default_rng(seed)
+    shape = (batch, *([1] if multicoil else []), 2 * crop_size, crop_size)
+    kspace = 1e-4 * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+    return client.split_kspace(kspace, np.ones(crop_size, np.float32))
+
+
+def write_warmup_requests(version_dir, model_name, crop_size, multicoil):
+    """Writes TF Serving's warm-up file (``PredictionLog`` records) into a version."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(version_dir, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for batch in WARMUP_BATCHES:
+            request = client.grpc_request(warmup_inputs(batch, crop_size, multicoil), model_name)
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+
+
 def next_version(model_root) -> int:
     if not os.path.isdir(model_root):
         return 1
@@ -263,6 +297,8 @@ def _export(model, checkpoint, model_root, version):
     temporary = fileio.temporary_name(target)
     try:
         archive.write_out(temporary, verbose=False)
+        name = os.path.basename(model_root)
+        write_warmup_requests(temporary, name, size, model.config.multicoil)
         os.replace(temporary, target)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
