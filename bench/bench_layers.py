@@ -21,8 +21,9 @@ beside it, so that a fast but wrong variant shows:
   which sets where Winograd starts to pay (networks.WINOGRAD_MIN_CHANNELS);
 * the batched matrix product that Winograd's variant spends its time in.
 
-The other alternatives live here, not in tfmri: none made the step faster (README,
-"Benchmarks"). bench_train.py times the whole step.
+The other alternatives live here, not in tfmri: none made the step faster
+(docs/results.md#training-step-against-pytorch; per layer,
+docs/results.md#figures-behind-design-choices). bench_train.py times the whole step.
 """
 
 import statistics

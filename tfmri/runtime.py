@@ -100,7 +100,7 @@ def keep_freed_memory() -> bool:
     adapts, many smaller ones) with a fresh mmap and unmaps it on free. A training
     step allocates and frees the same large tensors every time (a 4 x 4 x 1024 x 512
     kernel gradient is 32 MiB), so each step page-faulted them in again
-    (bench/RESULTS.md has the counts and times). With mmap
+    (docs/results.md#figures-behind-design-choices has the counts and times). With mmap
     off and no trimming, freed blocks stay in the heap and the next step reuses them;
     the process holds its peak memory instead of returning it between steps.
 

@@ -40,8 +40,9 @@ import tensorflow as tf
 from tfmri.data import coils as coil_maps
 from tfmri.data import pipeline, transforms
 
-# Chosen on the synthetic validation split (bench/bench_cs.py --sweep; README): the
-# fixed lambda of --cs_lambda=<number>; --cs_lambda=auto chooses from LAMBDA_GRID instead.
+# Chosen on the synthetic validation split (bench/bench_cs.py --sweep;
+# docs/results.md#cs-tv-against-bart): the fixed lambda of --cs_lambda=<number>;
+# --cs_lambda=auto chooses from LAMBDA_GRID instead.
 DEFAULT_LAMBDA = 0.005
 AUTO = "auto"
 NMSE_SLACK = 1.1  # choose_lambda: lambdas within 10 % of the best NMSE compete on SSIM
@@ -247,7 +248,8 @@ def measured_hybrid(kspace, mask, crop_size):
 
 
 # The measured rows gather a data-dependent number of columns, which XLA cannot
-# compile; the solver has static shapes and runs faster compiled (bench/RESULTS.md).
+# compile; the solver has static shapes and runs faster compiled
+# (docs/results.md#figures-behind-design-choices).
 _measured_graph = tf.function(measured_hybrid)
 # reconstruct_hybrid compiled with XLA (once per shape and options; `record` unsupported).
 reconstruct_hybrid_xla = tf.function(reconstruct_hybrid, jit_compile=True)

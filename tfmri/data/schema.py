@@ -57,7 +57,7 @@ def hybrid_rows(kspace, rows):
     (centred, orthonormal, as :mod:`tfmri.data.transforms`) and cropped to the centre
     ``rows`` (fastMRI's rounding: from ``(H - rows) // 2``)."""
     # In complex64, as stored (NumPy >= 2 transforms it in single precision, faster:
-    # bench/RESULTS.md).
+    # docs/results.md#figures-behind-design-choices).
     data = np.fft.ifftshift(np.asarray(kspace, np.complex64), axes=-2)
     data = np.fft.fftshift(np.fft.ifft(data, axis=-2, norm="ortho"), axes=-2)
     top = (data.shape[-2] - rows) // 2

@@ -4,7 +4,8 @@ Deep in the pix2pix U-Net the maps are tiny (8 x 8 down to 1 x 1) and the kernel
 large (4 x 4 x 1024 x 512 is 32 MiB). There oneDNN re-lays out the kernel on every
 call and its weight-gradient kernel is slow. As "patches times kernel" the same
 layers are matrix products on the kernel as stored, faster on those maps (per-pass
-and whole-step timings in bench/RESULTS.md; bench/bench_train.py times the step).
+and whole-step timings in docs/results.md#figures-behind-design-choices;
+bench/bench_train.py times the step).
 
 ``im2col`` gathers the 4 x 4 patches of a stride-2 "same" convolution (one pixel of
 zero padding on each side of an even-sized map); ``col2im`` is its adjoint, which
@@ -98,7 +99,8 @@ def conv_transpose(x, kernel):
 
 # The products below keep the large operand (the kernel, or the patches' gradient)
 # in its stored row-major layout: oneDNN's GEMM is slower on a transposed large
-# operand with a few dozen rows on the other side (bench/RESULTS.md).
+# operand with a few dozen rows on the other side
+# (docs/results.md#figures-behind-design-choices).
 
 
 def _times_transposed(a, b):

@@ -4,7 +4,8 @@ Keras 3's Adam updates each variable with separate element-wise ops (first momen
 second moment, then the variable), several passes over memory per step, which shows
 for the 54 M parameters of pix2pix's unet_256 generator; TensorFlow's
 ``ResourceApplyAdam`` kernel does the same update in one pass (timings in
-bench/RESULTS.md). The maths are Keras's Adam without amsgrad:
+docs/results.md#figures-behind-design-choices). The maths are Keras's Adam without
+amsgrad:
 
   m <- beta_1 m + (1 - beta_1) g,  v <- beta_2 v + (1 - beta_2) g^2,
   w <- w - lr sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)
