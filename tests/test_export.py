@@ -333,11 +333,12 @@ def test_the_export_holds_warmup_requests_that_its_signature_answers(exported, s
         assert image.shape == (len(inputs["mask"]), 320, 320) and np.isfinite(image).all()
 
 
-def test_multicoil_warmup_requests_carry_a_coil_axis():
-    from tfmri.serving import export
+def test_warmup_requests_are_small_and_multicoil_ones_carry_a_coil_axis():
+    from tfmri.serving import client, export
 
-    single = export.warmup_inputs(4, 32, multicoil=False)
-    multi = export.warmup_inputs(4, 32, multicoil=True)
-    assert single["kspace_real"].shape == (4, 64, 32)
-    assert multi["kspace_real"].shape == (4, 1, 64, 32) and multi["mask"].shape == (4, 32)
-    assert (multi["mask"] == 1).all() and np.isfinite(multi["kspace_imag"]).all()
+    single = client.decode_grpc_request(export.warmup_request(8, 320, False, "knee"))
+    multi = client.decode_grpc_request(export.warmup_request(8, 320, True, "knee"))
+    assert single["kspace_real"].shape == (8, 640, 320)
+    assert multi["kspace_real"].shape == (8, 1, 640, 320) and multi["mask"].shape == (8, 320)
+    assert (multi["mask"] == 1).all() and (multi["kspace_imag"] == np.float32(1e-4)).all()
+    assert export.warmup_request(8, 320, True, "knee").ByteSize() < 1000

@@ -32,7 +32,6 @@ import re
 import shutil
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfmri import fileio, runlock
@@ -43,7 +42,7 @@ from tfmri.serving import client
 from tfmri.training import checkpoints
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-WARMUP_BATCHES = (1, 4)
+WARMUP_BATCHES = (1, 8)
 
 
 def _per_slice_statistics(images):
@@ -223,13 +222,20 @@ def _build(model, size):
     model(inputs, training=False)
 
 
-def warmup_inputs(batch, crop_size, multicoil, seed=0):
-    """The inputs of one warm-up request: noise k-space float32 [batch, (1,) 2S, S] at
-    fastMRI's tiny scale, every column sampled (S = ``crop_size``)."""
-    rng = np.random.default_rng(seed)
-    shape = (batch, *([1] if multicoil else []), 2 * crop_size, crop_size)
-    kspace = 1e-4 * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
-    return client.split_kspace(kspace, np.ones(crop_size, np.float32))
+def warmup_request(batch, crop_size, multicoil, model_name):
+    """One warm-up ``PredictRequest`` of ``serving_default``: k-space [batch, (1,) 2S, S]
+    of one constant value at fastMRI's tiny scale, every column sampled (S =
+    ``crop_size``). Constant tensors are stored as one value, so the file stays small."""
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = client.SIGNATURE
+    shape = [batch, *([1] if multicoil else []), 2 * crop_size, crop_size]
+    for name in ("kspace_real", "kspace_imag"):
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(1e-4, tf.float32, shape))
+    request.inputs["mask"].CopyFrom(tf.make_tensor_proto(1.0, tf.float32, [batch, crop_size]))
+    return request
 
 
 def write_warmup_requests(version_dir, model_name, crop_size, multicoil):
@@ -240,7 +246,7 @@ def write_warmup_requests(version_dir, model_name, crop_size, multicoil):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
         for batch in WARMUP_BATCHES:
-            request = client.grpc_request(warmup_inputs(batch, crop_size, multicoil), model_name)
+            request = warmup_request(batch, crop_size, multicoil, model_name)
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
