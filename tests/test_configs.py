@@ -88,3 +88,20 @@ def test_report_recipe_names_a_config_per_method_and_acceleration(parsed_flags, 
         assert len(accelerations) == 1
         named.append((method, accelerations[0]))
     assert sorted(named) == sorted(wanted)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
+def test_config_opens_with_what_it_gives(path):
+    """A header before the first flag: what it trains, its own command, the expected
+    time and results, and where they are measured (tests/test_docs.py checks the link)."""
+    with open(path) as handle:
+        lines = handle.read().splitlines()
+    first_flag = next(index for index, line in enumerate(lines) if line.startswith("--"))
+    header = lines[:first_flag]
+    assert header and all(line.startswith("#") for line in header)
+    name = os.path.basename(path)
+    app = "report" if name.startswith("report_") else "train"
+    assert f"# Command: python -m tfmri.{app} --flagfile=configs/{name}" in header
+    assert any(line.startswith("# Expected: ") for line in header)
+    assert any(line.startswith("# Measured: docs/results.md#") for line in header)
+    assert len(header) >= 4  # a line on what it trains, beside the three above

@@ -363,6 +363,11 @@ def command_problems(label, text, app_flags, root=ROOT):
     blocks, prose = split_markdown(text)
     lines = [line for first, block in blocks for line in shell_lines(block, first)]
     lines += inline_code(prose)
+    return numbered_command_problems(label, lines, app_flags, root)
+
+
+def numbered_command_problems(label, lines, app_flags, root):
+    """The problems of the commands in ``lines``, (line number, shell line) pairs."""
     problems = []
     for number, line in sorted(lines):
         for app, args in commands_in(line):
@@ -512,11 +517,7 @@ def header_command_problems(app_flags, root=ROOT):
             if re.match(r"\s*(?:[\w ]+:\s*)?python\b", comment):
                 rest = [line for _, line in lines[index:]]
                 commands.append((number, shell_lines(rest, number)[0][1]))
-        for number, line in sorted(commands):
-            for app, args in commands_in(line):
-                shown = " ".join(["python -m", f"tfmri.{app}", *args])
-                for problem in flag_problems(app, args, app_flags, root):
-                    problems.append(f"{label}:{number}: `{shown}`: {problem}")
+        problems += numbered_command_problems(label, commands, app_flags, root)
     return problems
 
 
