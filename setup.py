@@ -27,7 +27,8 @@ setup(
         "nibabel>=5",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5"],
+        # sigpy: an independent ESPIRiT that tests/test_espirit.py checks the maps against.
+        "test": ["pytest>=7", "ruff>=0.5", "sigpy>=0.1.25"],
         # The anchors the benches measure side by side (bench/README.md); BART is a
         # Debian package: apt-get install bart.
         "bench": ["fastmri==0.3.0", "torch>=2.1"],
