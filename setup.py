@@ -31,6 +31,6 @@ setup(
         "test": ["pytest>=7", "ruff>=0.5", "sigpy>=0.1.25"],
         # The anchors the benches measure side by side (bench/README.md); BART is a
         # Debian package: apt-get install bart.
-        "bench": ["fastmri==0.3.0", "torch>=2.1"],
+        "bench": ["fastmri==0.3.0", "torch>=2.1", "sigpy>=0.1.25"],
     },
 )
