@@ -89,3 +89,22 @@ def test_json_results_never_hold_nan(tmp_path):
     with pytest.raises(UserError, match="metrics.json: not written, a value is not finite"):
         fileio.write_json(path, {"ssim": float("nan")})
     assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_summary_keeps_each_methods_worst_volume_beside_its_mean():
+    rng = np.random.default_rng(3)
+    rows = [
+        {"volume": f"v{index}", "method": method, **dict(zip(metrics.NAMES, rng.random(3)))}
+        for method in ("cs_tv", "unet")
+        for index in range(5)
+    ]
+    summary = metrics.summarize(rows)
+    for method in ("cs_tv", "unet"):
+        mine = [row for row in rows if row["method"] == method]
+        for metric, pick in (("nmse", np.argmax), ("psnr", np.argmin), ("ssim", np.argmin)):
+            values = np.array([row[metric] for row in mine])
+            worst = mine[int(pick(values))]
+            assert summary[method][metric]["worst"] == worst[metric]
+            assert summary[method][metric]["worst_volume"] == worst["volume"]
+            assert summary[method][metric]["mean"] == pytest.approx(values.mean())
+            assert summary[method][metric]["std"] == pytest.approx(values.std())

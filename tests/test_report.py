@@ -133,6 +133,10 @@ def test_tables_timings_and_figures(report):
     for acceleration in (4, 8):
         nmse = _setting(document, acceleration)["summary"]["cs_tv"]["nmse"]
         assert f"| cs_tv | {nmse['mean']:.4f} +/- {nmse['std']:.4f}" in text
+        worst = max(
+            row["nmse"] for row in _rows(_setting(document, acceleration), "cs_tv").values()
+        )
+        assert nmse["worst"] == pytest.approx(worst) and f"(worst {worst:.4f})" in text
         # The lambda chosen on the training split is reported with the scores it won on.
         cs = _setting(document, acceleration)["cs_tv"]
         assert len(cs["tuning"]) == len(cs_tv.LAMBDA_GRID)

@@ -14,7 +14,8 @@ acceleration it was trained at (read from its run's ``run_config.json``); its me
 what its ``model.json`` says (``unet`` without a discriminator, else ``pix2pix``).
 
 Writes to ``--report_dir``: ``report.md`` (NMSE, PSNR, SSIM per volume, mean and
-standard deviation, and seconds per slice, per setting and method), ``report.json``
+standard deviation, the worst volume's figure and the name of the volume with the lowest
+SSIM, and seconds per slice, per setting and method), ``report.json``
 (the same, per-volume rows included), ``examples_<A>x.png`` (the middle slice of the
 first volumes by every method, with 5 x error maps) and ``training_curves.png``
 (``D_real``, ``D_fake``, ``G_GAN``, ``G_L1`` and the validation metrics of each run, read

@@ -91,18 +91,25 @@ def volume_row(volume, method, gt, pred) -> dict:
     return {"volume": volume, "method": method, **scores}
 
 
+# Which end of each metric is worse: a higher NMSE, a lower PSNR or SSIM.
+WORSE = {"nmse": max, "psnr": min, "ssim": min}
+
+
 def summarize(rows):
-    """{method: {metric: {"mean", "std"}}} over the volumes of ``rows``."""
+    """{method: {metric: {"mean", "std", "worst", "worst_volume"}}} over the volumes of
+    ``rows``: a mean can hide one volume a method spoils, so the worst is kept beside it."""
     summary = {}
     for method in dict.fromkeys(row["method"] for row in rows):
         values = [row for row in rows if row["method"] == method]
-        summary[method] = {
-            metric: {
+        summary[method] = {}
+        for metric in NAMES:
+            worst = WORSE[metric](values, key=lambda row: row[metric])
+            summary[method][metric] = {
                 "mean": float(np.mean([row[metric] for row in values])),
                 "std": float(np.std([row[metric] for row in values])),
+                "worst": float(worst[metric]),
+                "worst_volume": worst["volume"],
             }
-            for metric in NAMES
-        }
     return summary
 
 

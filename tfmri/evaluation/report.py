@@ -340,7 +340,8 @@ def markdown(config, results, runs, checked) -> str:
         "",
         _data_line(config, main),
         "fastMRI metrics per volume (NMSE, PSNR, SSIM), mean +/- standard deviation over the "
-        f"volumes. CS-TV: {config.cs_iterations} iterations. Seconds per "
+        "volumes, and the worst volume's figure (the highest NMSE, the lowest PSNR and SSIM); "
+        f"the volume of the lowest SSIM is named. CS-TV: {config.cs_iterations} iterations. Seconds per "
         "slice: time in the method in steady state (after a warm-up call), on "
         f"{os.cpu_count()} CPU cores; zero-filled is the shared input.",
         "",
@@ -360,20 +361,22 @@ def markdown(config, results, runs, checked) -> str:
         lines += [
             f"## {prefix}{result['acceleration']}x (centre fraction {result['center_fraction']:g})",
             "",
-            "| method | NMSE | PSNR | SSIM | s / slice |",
-            "|---|---|---|---|---|",
+            "| method | NMSE | PSNR | SSIM | worst volume (SSIM) | s / slice |",
+            "|---|---|---|---|---|---|",
         ]
         for method in _methods_present(summary):
+            scores = summary[method]
             cells = [
-                f"{summary[method][m]['mean']:.4f} +/- {summary[method][m]['std']:.4f}"
+                f"{scores[m]['mean']:.4f} +/- {scores[m]['std']:.4f} (worst {scores[m]['worst']:.4f})"
                 for m in metrics.NAMES
             ]
+            cells.append(f"`{scores['ssim']['worst_volume']}`")
             seconds = result["seconds_per_slice"].get(method)
             cells.append("-" if seconds is None else f"{seconds:.3f}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         present = {key.partition("+")[0] for key in summary}
         for method in (m for m in METHODS if m in config.methods and m not in present):
-            lines.append(f"| {method} | no run trained at {result['acceleration']}x | | | |")
+            lines.append(f"| {method} | no run trained at {result['acceleration']}x | | | | |")
         tuning = result["cs_tv"]["tuning"]
         if tuning:
             chosen = f"CS-TV lambda {result['cs_tv']['lambda']:g}"
