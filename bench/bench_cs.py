@@ -21,7 +21,6 @@ each, and the speed ratio. Both run on every core of the machine.
 import dataclasses
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 
@@ -34,7 +33,7 @@ cli.quiet_tensorflow()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfmri.baselines import cs_tv  # noqa: E402
+from tfmri.baselines import bart, cs_tv  # noqa: E402
 from tfmri.data import fastmri_files, masks, synthetic, transforms  # noqa: E402
 from tfmri.errors import UserError  # noqa: E402
 from tfmri.evaluation import metrics  # noqa: E402
@@ -94,35 +93,6 @@ def load_slices(directory, max_volumes=None, slices_per_volume=None):
     if not volumes:
         raise UserError(f"{directory}: no .h5 volumes")
     return volumes
-
-
-def _write_cfl(base, array):
-    dims = list(array.shape) + [1] * (16 - array.ndim)
-    with open(base + ".hdr", "w") as handle:
-        handle.write("# Dimensions\n" + " ".join(map(str, dims)) + "\n")
-    np.asarray(array, np.complex64).ravel(order="F").tofile(base + ".cfl")
-
-
-def _read_cfl(base):
-    with open(base + ".hdr") as handle:
-        dims = [int(value) for value in handle.read().splitlines()[1].split()]
-    return np.fromfile(base + ".cfl", np.complex64).reshape(dims, order="F")
-
-
-def bart_reconstruct(kspace, crop, workdir):
-    """BART pics of one slice's masked k-space [H, W] or [C, H, W] -> magnitude cropped
-    to ``crop`` (h, w)."""
-    coils = kspace if kspace.ndim == 3 else kspace[None]
-    data = np.transpose(coils, (1, 2, 0))[None]  # BART: [1, H, W, coils]
-    files = {name: os.path.join(workdir, name) for name in ("kspace", "maps", "image")}
-    _write_cfl(files["kspace"], data)
-    # fastMRI's run_bart.py estimates the maps with ecalib for single-coil data too.
-    command = [FLAGS.bart, "ecalib", "-d0", "-m1", files["kspace"], files["maps"]]
-    subprocess.run(command, check=True, capture_output=True)
-    command = [FLAGS.bart, "pics", "-d0", "-S", "-R", "T:7:0:0.01", "-i", "200"]
-    subprocess.run(command + list(files.values()), check=True, capture_output=True)
-    image = np.abs(_read_cfl(files["image"])).reshape(coils.shape[-2:])
-    return transforms.center_crop(image, *crop).numpy()
 
 
 def tfmri_reconstruct(volumes, options):
@@ -248,7 +218,7 @@ def main(argv):
         bart_images, start = [], time.perf_counter()
         for slices in volumes:
             bart_images.append(
-                np.stack([bart_reconstruct(s, slices.crop, workdir) for s in slices.kspace])
+                np.stack([bart.reconstruct(s, slices.crop, FLAGS.bart) for s in slices.kspace])
             )
         bart_per_slice = (time.perf_counter() - start) / count
         print(_line("BART pics T:7:0:0.01, 200 it", _scores(volumes, bart_images), bart_per_slice))

@@ -23,9 +23,6 @@ Needs sigpy (``pip install -e ".[bench]"``).
 """
 
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 
 from absl import app, flags
@@ -37,7 +34,7 @@ cli.quiet_tensorflow()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfmri.baselines import cs_tv  # noqa: E402
+from tfmri.baselines import bart, cs_tv  # noqa: E402
 from tfmri.data import anatomy, coils, espirit, masks, synthetic, transforms  # noqa: E402
 from tfmri.evaluation import metrics  # noqa: E402
 
@@ -110,52 +107,18 @@ def tfmri_cs(measured, mask, maps, target):
     return best[3], best[2]
 
 
-def _write_cfl(base, array):
-    dims = list(array.shape) + [1] * (16 - array.ndim)
-    with open(base + ".hdr", "w") as handle:
-        handle.write("# Dimensions\n" + " ".join(map(str, dims)) + "\n")
-    np.asarray(array, np.complex64).ravel(order="F").tofile(base + ".cfl")
-
-
-def _read_cfl(base):
-    with open(base + ".hdr") as handle:
-        dims = [int(value) for value in handle.read().splitlines()[1].split()]
-    return np.fromfile(base + ".cfl", np.complex64).reshape(dims, order="F")
-
-
-def bart(masked_kspace):
+def bart_image(masked_kspace):
     """(BART's image [320, 320], seconds): fastMRI's recipe on [C, H, W] k-space."""
-    with tempfile.TemporaryDirectory() as workdir:
-        kspace, maps, image = (os.path.join(workdir, name) for name in ("k", "s", "x"))
-        _write_cfl(kspace, np.transpose(masked_kspace, (1, 2, 0))[None])
-        start = time.perf_counter()
-        subprocess.run(
-            ["bart", "ecalib", "-d0", "-m1", kspace, maps], check=True, capture_output=True
-        )
-        command = [
-            "bart",
-            "pics",
-            "-d0",
-            "-S",
-            "-R",
-            "T:7:0:0.01",
-            "-i",
-            "200",
-            kspace,
-            maps,
-            image,
-        ]
-        subprocess.run(command, check=True, capture_output=True)
-        seconds = time.perf_counter() - start
-        result = np.abs(_read_cfl(image)).reshape(masked_kspace.shape[-2:])
-    return transforms.center_crop(result, CROP_SIZE, CROP_SIZE).numpy(), seconds
+    start = time.perf_counter()
+    image = bart.reconstruct(masked_kspace, (CROP_SIZE, CROP_SIZE))
+    return image, time.perf_counter() - start
 
 
 def main(argv):
     del argv
     acceleration = int(FLAGS.acceleration)
     spec = masks.MaskSpec("random", (0.04 if acceleration == 8 else 0.08,), (acceleration,))
-    have_bart = shutil.which("bart") is not None
+    have_bart = bart.find() is not None
     print(
         f"{len(SLICES)} MNI152 slices, {FLAGS.coils} birdcage coils, {acceleration}x random mask, "
         f"ESPIRiT crop {FLAGS.crop}, {os.cpu_count()} cores",
@@ -186,7 +149,7 @@ def main(argv):
                 )
             )
         if have_bart:
-            image, seconds = bart(masked)
+            image, seconds = bart_image(masked)
             scores = _score(target, image)
             totals.setdefault("BART", []).append(scores)
             line.append("BART {:.4f}/{:.3f} ({:.1f} s)".format(*scores, seconds))

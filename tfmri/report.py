@@ -42,7 +42,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list(
     "methods",
     list(report.DEFAULT_METHODS),
-    f"Methods to compare, of {', '.join(report.METHODS)} (cascade: the cascade generator "
+    f"Methods to compare, of {', '.join(report.METHODS)} (bart: fastMRI's classical baseline, "
+    "BART's ecalib + pics, needs --bart and the HDF5 files the records came from; cascade: "
+    "the cascade generator "
     "trained with L1 alone, pix2pix_cascade: with the discriminator; cs_cascade, "
     "pix2pix_cs_cascade: the cascade started from CS-TV).",
 )
@@ -84,6 +86,7 @@ flags.DEFINE_integer(
     "Volumes of --cs_tune_split used by --cs_lambda=auto.",
     lower_bound=1,
 )
+flags.DEFINE_string("bart", "bart", "BART's executable, for --methods=...,bart.")
 flags.DEFINE_string("report_dir", "runs/report", "Where report.md, report.json and figures go.")
 flags.DEFINE_integer("num_example_volumes", 2, "Volumes (middle slice) in examples_<A>x.png.")
 
@@ -132,6 +135,7 @@ def report_config(values) -> report.ReportConfig:
         cs_tune_volumes=values.cs_tune_volumes,
         num_example_volumes=values.num_example_volumes,
         mask_type=values.mask_type,
+        bart=values.bart,
     )
 
 

@@ -23,8 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfmri import fileio, run_config
-from tfmri.baselines import cs_tv
-from tfmri.data import masks, pipeline
+from tfmri.baselines import bart, cs_tv
+from tfmri.data import manifest, masks, pipeline
 from tfmri.errors import UserError
 from tfmri.evaluation import metrics, volumes
 from tfmri.progress import ProgressBar
@@ -33,6 +33,7 @@ from tfmri.training import checkpoints
 METHODS = (
     "zero_filled",
     "cs_tv",
+    "bart",
     "unet",
     "pix2pix",
     "cascade",
@@ -40,8 +41,10 @@ METHODS = (
     "cs_cascade",
     "pix2pix_cs_cascade",
 )
-LEARNED = METHODS[2:]
-DEFAULT_METHODS = METHODS[:4]  # the cascade generator's rows are asked for by name
+LEARNED = METHODS[3:]
+# BART is asked for by name (a Debian package, about 7 s a slice on 2 cores); so are the
+# cascade generator's rows.
+DEFAULT_METHODS = ("zero_filled", "cs_tv", "unet", "pix2pix")
 CURVES = (
     ("train", "D_real"),
     ("train", "D_fake"),
@@ -131,13 +134,20 @@ class ReportConfig:
     cs_tune_volumes: int
     num_example_volumes: int
     mask_type: str
+    bart: str = "bart"  # BART's executable
 
     @property
     def cs_auto(self) -> bool:
         return cs_tv.parse_lambda(self.cs_lambda) == cs_tv.AUTO
 
 
-def _checked_source(source, cs_auto):
+def raw_split_dir(source):
+    """The HDF5 folder of ``source``'s split: where its records were converted from."""
+    input_dir = manifest.input_dir_of(source.data_dir)
+    return None if input_dir is None else os.path.join(input_dir, source.split)
+
+
+def _checked_source(source, cs_auto, with_bart=False):
     """The source with its volume count, after checking its directory and splits."""
     data_flag, split_flag, tune_flag = source.flags
     if not source.data_dir or not os.path.isdir(source.data_dir):
@@ -160,6 +170,13 @@ def _checked_source(source, cs_auto):
         _, entry, _ = pipeline.split_info(source.data_dir, source.split)
     except UserError as error:
         raise UserError(f"{split_flag}={source.split}: {error}") from None
+    raw = raw_split_dir(source) if with_bart else ""
+    if raw is None or (raw and not os.path.isdir(raw)):
+        raise UserError(
+            f"--methods has bart, which reads the HDF5 files {data_flag}={source.data_dir} "
+            f"was converted from, but {raw or 'its manifest names none'} is not there; restore "
+            "them, or leave bart out of --methods"
+        )
     return dataclasses.replace(source, num_volumes=entry.statistics.num_volumes)
 
 
@@ -192,7 +209,13 @@ def method_order(key):
 def check(config: ReportConfig):
     """Checks the data and runs before any work; returns (runs, [Source] with counts)."""
     cs_auto = config.cs_auto and "cs_tv" in config.methods
-    checked = [_checked_source(source, cs_auto) for source in config.sources]
+    with_bart = "bart" in config.methods
+    if with_bart and bart.find(config.bart) is None:
+        raise UserError(
+            f"--methods has bart, but --bart={config.bart} is not an executable here; "
+            f"{bart.INSTALL}, or leave bart out of --methods"
+        )
+    checked = [_checked_source(source, cs_auto, with_bart) for source in config.sources]
     runs = [Run(path) for path in config.checkpoints]
     wanted = {acceleration for acceleration, _ in config.settings}
     for run in runs:
@@ -299,6 +322,10 @@ def _evaluate_setting(config, source, acceleration, spec, runs, bar):
     else:
         dataset = _dataset(config, source, spec, network=False)
         evaluate_method("zero_filled", _zero_filled_of, dataset, rows, examples, bar, methods)
+    if "bart" in methods:
+        predict = bart.predictor(raw_split_dir(source), bart.find(config.bart))
+        dataset = _dataset(config, source, spec, measured=True, network=False)
+        seconds["bart"] = evaluate_method("bart", predict, dataset, rows, examples, bar, methods)
     for run in (r for r in runs if r.acceleration == acceleration):
         model = run.load()
         dataset = _dataset(config, source, spec, data_consistency=model.config.data_consistency)
@@ -331,6 +358,19 @@ def _data_line(config, source):
     )
 
 
+def _bart_line(config):
+    """What report.md says of BART, fastMRI's classical baseline: compared, or why not."""
+    recipe = f"`bart {' '.join(bart.ECALIB)}` + `bart {' '.join(bart.PICS)}`"
+    if "bart" in config.methods:
+        return f"BART (fastMRI's classical baseline): {recipe}, per slice, on the HDF5 k-space."
+    if bart.find(config.bart) is None:
+        return (
+            "BART (fastMRI's classical baseline) is not compared: it is not installed here; "
+            f"{bart.INSTALL} and add bart to --methods."
+        )
+    return "BART (fastMRI's classical baseline) is not compared: add bart to --methods."
+
+
 def markdown(config, results, runs, checked) -> str:
     """report.md: one table per acceleration, like the seed project's; the check set's
     tables in a section of their own."""
@@ -346,6 +386,7 @@ def markdown(config, results, runs, checked) -> str:
         f"{os.cpu_count()} CPU cores; zero-filled is the shared input.",
         "",
     ]
+    lines += [_bart_line(config), ""]
     for result in results:
         summary = result["summary"]
         if result["data"] == "check" and result is next(r for r in results if r["data"] == "check"):
@@ -545,7 +586,8 @@ def report(config: ReportConfig, output_dir):
     returns its JSON."""
     runs, checked = check(config)
     pairs = config.settings
-    passes = sum(1 + sum(run.acceleration == a for run in runs) for a, _ in pairs)
+    classical = 1 + ("bart" in config.methods)
+    passes = sum(classical + sum(run.acceleration == a for run in runs) for a, _ in pairs)
     bar = ProgressBar(passes * sum(source.num_volumes for source in checked), "volume passes")
     results = [
         _setting_result(config, source, acceleration, spec, runs, bar, output_dir)
