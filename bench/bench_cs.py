@@ -54,6 +54,7 @@ flags.DEFINE_string(
     "tune_split", "singlecoil_train", "Folder of --data_dir on which --cs_lambda=auto chooses."
 )
 flags.DEFINE_integer("cs_iterations", cs_tv.DEFAULT_ITERATIONS, "tfmri CS-TV iterations.")
+flags.DEFINE_enum("cs_maps", cs_tv.DEFAULT_MAPS, list(cs_tv.MAPS), "tfmri CS-TV multi-coil maps.")
 flags.DEFINE_string("bart", "bart", "The BART executable.")
 flags.DEFINE_bool("sweep", False, "Only tfmri: NMSE / SSIM over a lambda x iterations grid.")
 
@@ -119,7 +120,7 @@ def tfmri_reconstruct(volumes, options):
 
 def _scores(volumes, images):
     rows = [
-        {"method": "m", **metrics.volume_metrics(slices.target, image)}
+        {"volume": slices.name, "method": "m", **metrics.volume_metrics(slices.target, image)}
         for slices, image in zip(volumes, images)
     ]
     return metrics.summarize(rows)["m"]
@@ -144,7 +145,7 @@ def choose_lambda(data_dir):
         masks_ = tf.constant(np.tile(slices.mask, (len(slices.kspace), 1)), tf.float32)
         measured = cs_tv.measured_hybrid(tf.constant(slices.kspace), masks_, slices.crop[0])
         groups.append((measured, masks_, slices.target))
-    chosen, scores = cs_tv.choose_lambda(groups, FLAGS.cs_iterations)
+    chosen, scores = cs_tv.choose_lambda(groups, FLAGS.cs_iterations, maps=FLAGS.cs_maps)
     table = ", ".join(f"{k:g}: {v['nmse']:.4f}/{v['ssim']:.4f}" for k, v in scores.items())
     print(f"lambda {chosen:g} chosen on {FLAGS.tune_split} (lambda: NMSE/SSIM) {table}")
     return chosen
@@ -156,7 +157,7 @@ def sweep(volumes):
     for regularization in SWEEP_LAMBDAS:
         for iterations in SWEEP_ITERATIONS:
             images, seconds, _ = tfmri_reconstruct(
-                volumes, cs_tv.CsTvOptions(regularization, iterations)
+                volumes, cs_tv.CsTvOptions(regularization, iterations, FLAGS.cs_maps)
             )
             scores = _scores(volumes, images)
             cells = "".join(f"{scores[m]['mean']:>10.4f}" for m in metrics.NAMES)
@@ -192,7 +193,7 @@ def main(argv):
             return
         if regularization == cs_tv.AUTO:
             regularization = choose_lambda(data_dir)
-        options = cs_tv.CsTvOptions(regularization, FLAGS.cs_iterations)
+        options = cs_tv.CsTvOptions(regularization, FLAGS.cs_iterations, FLAGS.cs_maps)
 
         images, seconds, compile_seconds = tfmri_reconstruct(volumes, options)
         zero_filled = [
@@ -205,7 +206,9 @@ def main(argv):
         ]
         print(f"{'method':<28}{'NMSE':>10}{'PSNR':>10}{'SSIM':>10}{'s/slice':>12}")
         print(_line("zero-filled", _scores(volumes, zero_filled), 0.0))
-        label = f"tfmri CS-TV (l={options.regularization:g}, {options.iterations} it)"
+        label = (
+            f"tfmri CS-TV (l={options.regularization:g}, {options.iterations} it, {options.maps})"
+        )
         tfmri_per_slice = seconds / count
         print(_line(label, _scores(volumes, images), tfmri_per_slice), flush=True)
         print(

@@ -100,3 +100,39 @@ def test_multicoil_variant_sees_the_slices_through_coil_maps(tmp_path):
     )
     spread = np.linalg.norm(centroids[:, None] - centroids[None], axis=-1).max()
     assert spread > 10, spread
+
+
+def test_birdcage_maps_are_sigpys_wire_fields_up_to_a_phase_per_coil():
+    """On a square grid sigpy's ``birdcage_maps`` is the same wires' field, normalised to
+    RSS 1 at every pixel and conjugated (its phase turns the other way): so per coil,
+    ours times sigpy's has one phase everywhere, and ours over sigpy's is our RSS."""
+    sigpy_mri = pytest.importorskip("sigpy.mri")
+    coils, size, radius = 8, 320, 1.5
+    ours = anatomy.birdcage_maps(coils, size, size, radius)
+    theirs = sigpy_mri.birdcage_maps((coils, size, size), r=radius)
+    product = ours * theirs
+    phase_spread = np.abs(
+        product / np.abs(product) - (product / np.abs(product)).mean((1, 2), keepdims=True)
+    )
+    assert phase_spread.max() < 1e-6
+    rss = np.sqrt((np.abs(ours) ** 2).sum(axis=0))
+    np.testing.assert_allclose(
+        np.abs(ours) / np.abs(theirs), np.broadcast_to(rss, ours.shape), rtol=1e-9
+    )
+    assert rss[size // 2, size // 2] == pytest.approx(1.0)
+    # Bright near the wire: coil 0's wire is at the right edge.
+    assert np.abs(ours[0, size // 2, -1]) > 3 * np.abs(ours[0, size // 2, 0])
+
+
+def test_correlated_noise_has_the_covariance_asked_for():
+    rng = np.random.default_rng(4)
+    covariance = anatomy.noise_covariance(rng, 8)
+    assert np.all(np.linalg.eigvalsh(covariance) > 0)
+    neighbours = covariance[0, 1] / np.sqrt(covariance[0, 0] * covariance[1, 1])
+    assert 0.1 <= neighbours <= 0.3
+    noise = anatomy.correlated_noise(rng, covariance, (200000,))
+    measured = noise @ noise.conj().T / noise.shape[1]
+    np.testing.assert_allclose(measured, covariance, atol=0.01)
+    # Circular: the real and imaginary parts are uncorrelated and equally strong.
+    assert abs(np.mean(noise.real**2) - np.mean(noise.imag**2)) < 0.01
+    assert abs(np.mean(noise * noise)) < 0.01

@@ -55,13 +55,18 @@ def test_maps_equal_sigpys_espirit_and_the_true_coils(num_coils):
     ).run()
     with_sigpy = _agreement(ours, theirs)[support]
     with_truth = _agreement(ours, truth)[support]
-    assert np.median(with_sigpy) > 0.99999 and np.percentile(with_sigpy, 1) > 0.9999
+    # tfmri solves the rows on a grid twice as tall (zero rows around the crop, see
+    # test_an_object_cut_by_the_crop_keeps_the_true_maps), so its 6-row window spans half
+    # sigpy's extent along the readout: agreement to 2e-4, not to machine precision.
+    assert np.median(with_sigpy) > 0.99999 and np.percentile(with_sigpy, 1) > 0.9998
     assert np.median(with_truth) > 0.9999 and np.percentile(with_truth, 1) > 0.999
     # Both keep the object and drop most of the empty background, about equally.
     ours_kept = np.linalg.norm(ours, axis=0) > 0
     theirs_kept = np.linalg.norm(theirs, axis=0) > 0
     assert ours_kept[support].mean() > 0.99 and theirs_kept[support].mean() > 0.99
-    assert np.mean(ours_kept != theirs_kept) < 0.02
+    # The shorter window (above) also moves where the eigenvalue falls below the crop
+    # in the empty background: 4-5 % of the pixels differ (2 % on the crop's own grid).
+    assert np.mean(ours_kept != theirs_kept) < 0.06
     assert np.all(values < 1 + 1e-3)  # G's eigenvalues lie in [0, 1]
 
 
@@ -103,3 +108,29 @@ def test_a_batch_gives_the_maps_of_each_slice():
     for index in range(2):
         single, _, _ = espirit.slice_maps(tf.constant(hybrid[index]), tf.constant(masks[index]))
         np.testing.assert_allclose(batch[index], single.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("num_coils", [8, 16])
+def test_an_object_cut_by_the_crop_keeps_the_true_maps(num_coils):
+    """A knee runs through the whole readout field of view, so the recon crop's rows cut
+    it. On the crop's own periodic grid the maps would have to jump where the last row
+    wraps to the first (there, the 1st percentile of the agreement was 0.92)."""
+    height, width = 320, 128
+    truth = sigpy.mri.birdcage_maps((num_coils, height, width)).astype(np.complex64)
+    y, x = np.mgrid[-1 : 1 : height * 1j, -1 : 1 : width * 1j]
+    support = np.abs(x) < 0.7  # every row
+    image = support * (1 + 0.3 * np.cos(6 * x) * np.cos(5 * y)) * np.exp(1j * (1.5 * x + 0.7 * y))
+    kspace = sigpy.fft(truth * image, axes=(-2, -1))
+    rng = np.random.default_rng(1)
+    kspace += (
+        1e-3
+        * np.abs(kspace).max()
+        * (rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape))
+    )
+    mask = _mask(width, 24, 4)
+    rows = slice(height // 4, 3 * height // 4)  # the crop: the middle half of the rows
+    hybrid = sigpy.ifft(kspace * mask, axes=(-2,)).astype(np.complex64)[:, rows]
+    maps, _, _ = espirit.slice_maps(tf.constant(hybrid), tf.constant(mask))
+    agreement = _agreement(maps.numpy(), truth[:, rows])[support[rows]]
+    assert np.median(agreement) > 0.9999 and np.percentile(agreement, 1) > 0.999
+    assert (np.linalg.norm(maps.numpy(), axis=0) > 0)[support[rows]].mean() > 0.99

@@ -62,6 +62,14 @@ flags.DEFINE_string(
     f"the lambdas within {cs_tv.NMSE_SLACK - 1:.0%} of the best NMSE).",
 )
 flags.DEFINE_integer("cs_iterations", cs_tv.DEFAULT_ITERATIONS, "CS-TV iterations.")
+flags.DEFINE_enum(
+    "cs_maps",
+    cs_tv.DEFAULT_MAPS,
+    list(cs_tv.MAPS),
+    "CS-TV's multi-coil sensitivity maps, from the calibration region: espirit (ESPIRiT's "
+    "inside the object, the low-resolution maps outside) or rss (the low-resolution coil "
+    "images over their root sum of squares).",
+)
 flags.DEFINE_string(
     "cs_tune_split",
     None,
@@ -132,6 +140,7 @@ def report_config(values) -> report.ReportConfig:
         batch_size=values.batch_size,
         cs_lambda=values.cs_lambda,
         cs_iterations=values.cs_iterations,
+        cs_maps=values.cs_maps,
         cs_tune_volumes=values.cs_tune_volumes,
         num_example_volumes=values.num_example_volumes,
         mask_type=values.mask_type,

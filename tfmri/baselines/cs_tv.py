@@ -24,9 +24,13 @@ The method is the primal-dual algorithm of Chambolle and Pock (2011) with
 ``||A|| <= 1`` and ``||grad||^2 <= 8``, so ``||K||^2 <= 9``. The objective is not
 monotone along the iterations; the method guarantees convergence to the minimum.
 
-Multi-coil sensitivity maps come from the fully sampled centre (the contiguous run of
-sampled columns around the middle): the low-resolution coil images divided by their
-root sum of squares.
+Multi-coil sensitivity maps come from the measured calibration region only (the
+contiguous run of sampled columns around the middle), by ``CsTvOptions.maps``:
+``espirit`` (the default), ESPIRiT's maps inside the object and the low-resolution maps
+outside it (:func:`tfmri.data.espirit.filled_maps`); ``rss``, the low-resolution coil
+images divided by their root sum of squares (:func:`tfmri.data.coils.estimate_maps`).
+ESPIRiT's SVD has no XLA kernel, so the maps are estimated in a graph of their own and
+passed to the compiled solver.
 
 The data are scaled per slice so that the zero-filled image peaks at 1 before solving
 (and scaled back after), so that ``lambda`` does not depend on the scanner's units.
@@ -38,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmri.data import coils as coil_maps
-from tfmri.data import pipeline, transforms
+from tfmri.data import espirit, pipeline, transforms
 
 # Chosen on the synthetic validation split (bench/bench_cs.py --sweep;
 # docs/results.md#cs-tv-against-bart): the fixed lambda of --cs_lambda=<number>;
@@ -54,18 +58,39 @@ TUNE_VOLUMES = 4  # volumes of the tuning split it reads, by default
 # tau / sigma = STEP_BALANCE / lambda (tau * sigma = 1 / ||K||^2 always): the balance that
 # converged fastest over lambda 0.003 to 0.01 on the synthetic validation slices.
 STEP_BALANCE = 0.64
+# Multi-coil maps: ESPIRiT's (with the low-resolution maps outside the object), or the
+# low-resolution maps alone (docs/results.md#espirit-maps-in-cs-tv).
+MAPS = ("espirit", "rss")
+DEFAULT_MAPS = "espirit"
 
 
 @dataclasses.dataclass(frozen=True)
 class CsTvOptions:
     regularization: float = DEFAULT_LAMBDA
     iterations: int = DEFAULT_ITERATIONS
+    maps: str = DEFAULT_MAPS  # multi-coil maps, of MAPS
 
     def __post_init__(self):
         if not self.regularization > 0:
             raise ValueError(f"CS-TV lambda must be > 0, got {self.regularization}")
         if self.iterations < 1:
             raise ValueError(f"CS-TV iterations must be >= 1, got {self.iterations}")
+        if self.maps not in MAPS:
+            raise ValueError(f"CS-TV maps must be one of {', '.join(MAPS)}, got {self.maps!r}")
+
+
+def estimate_maps(measured, mask, method=DEFAULT_MAPS):
+    """complex64 [B, C, h, W] maps of multi-coil hybrid data by ``method`` (of MAPS);
+    None for single-coil data [B, h, W]."""
+    if measured.shape.rank != 4:
+        return None
+    if method == "espirit":
+        return espirit.filled_maps(measured, mask)
+    return coil_maps.estimate_maps(measured, mask)
+
+
+# A graph, not XLA: ESPIRiT's SVD and calibration sizes are not compilable.
+_maps_graph = tf.function(estimate_maps)
 
 
 def parse_lambda(text):
@@ -187,7 +212,9 @@ def _solve(operator, measured, regularization, iterations, record):
     return x, (tf.transpose(history.stack()) if record else None)
 
 
-def reconstruct_hybrid(measured, mask, options=CsTvOptions(), crop_size=320, record=False):
+def reconstruct_hybrid(
+    measured, mask, options=CsTvOptions(), crop_size=320, record=False, maps=None
+):
     """CS-TV magnitude images from measured hybrid data.
 
     Args:
@@ -198,19 +225,22 @@ def reconstruct_hybrid(measured, mask, options=CsTvOptions(), crop_size=320, rec
       options: lambda and iterations.
       crop_size: the output's width (its height is ``h``).
       record: also return the objective after every iteration.
+      maps: multi-coil, complex64 [B, C, h, W] maps; None: estimated by ``options.maps``.
 
     Returns:
       float32 [B, h, crop_size] magnitude, in the units of ``measured``; with
       ``record``, also float32 [B, iterations] objective values (of the scaled problem).
     """
+    if maps is None:
+        maps = estimate_maps(measured, mask, options.maps)
     return _reconstruct(
-        measured, mask, options.regularization, options.iterations, crop_size, record
+        measured, mask, options.regularization, options.iterations, crop_size, record, maps
     )
 
 
-def _reconstruct(measured, mask, regularization, iterations, crop_size, record=False):
+def _reconstruct(measured, mask, regularization, iterations, crop_size, record=False, maps=None):
     """:func:`reconstruct_hybrid` with lambda a float or a float32 scalar tensor."""
-    x, history = _complex_solution(measured, mask, regularization, iterations, None, record)
+    x, history = _complex_solution(measured, mask, regularization, iterations, maps, record)
     image = tf.abs(transforms.crop_width(x, crop_size))
     return (image, history) if record else image
 
@@ -251,10 +281,19 @@ def measured_hybrid(kspace, mask, crop_size):
 # compile; the solver has static shapes and runs faster compiled
 # (docs/results.md#figures-behind-design-choices).
 _measured_graph = tf.function(measured_hybrid)
-# reconstruct_hybrid compiled with XLA (once per shape and options; `record` unsupported).
-reconstruct_hybrid_xla = tf.function(reconstruct_hybrid, jit_compile=True)
-# The same with lambda a tensor: one compilation per shape serves a whole lambda grid.
+# The solver compiled with XLA, lambda a tensor: one compilation per shape serves a
+# whole lambda grid (`record` unsupported).
 _reconstruct_any_lambda = tf.function(_reconstruct, jit_compile=True)
+
+
+def reconstruct_hybrid_xla(measured, mask, options=CsTvOptions(), crop_size=320):
+    """:func:`reconstruct_hybrid`, the maps estimated in a graph and the solver compiled
+    with XLA (once per shape, iterations and crop)."""
+    maps = _maps_graph(measured, mask, options.maps)
+    regularization = tf.constant(options.regularization, tf.float32)
+    return _reconstruct_any_lambda(
+        measured, mask, regularization, options.iterations, crop_size, False, maps
+    )
 
 
 def reconstruct(kspace, mask, options=CsTvOptions(), crop_size=320):
@@ -279,7 +318,9 @@ def reconstruct(kspace, mask, options=CsTvOptions(), crop_size=320):
     return reconstruct_hybrid_xla(measured, mask, options, width)
 
 
-def choose_lambda(batches, iterations=DEFAULT_ITERATIONS, crop_size=None, grid=LAMBDA_GRID):
+def choose_lambda(
+    batches, iterations=DEFAULT_ITERATIONS, crop_size=None, grid=LAMBDA_GRID, maps=DEFAULT_MAPS
+):
     """The lambda of ``grid`` with the best SSIM of those within NMSE_SLACK of the best NMSE.
 
     ``--cs_lambda=auto``: the weight of TV against the data depends on the noise and the
@@ -296,6 +337,7 @@ def choose_lambda(batches, iterations=DEFAULT_ITERATIONS, crop_size=None, grid=L
       iterations: CS-TV iterations, as the reconstructions that follow will run.
       crop_size: the output's width (default: each group's target width ``w``).
       grid: candidate lambdas.
+      maps: the multi-coil maps the reconstructions will use, of MAPS.
 
     Returns:
       (chosen lambda, {lambda: {"nmse": mean, "ssim": mean} over the groups}).
@@ -305,12 +347,20 @@ def choose_lambda(batches, iterations=DEFAULT_ITERATIONS, crop_size=None, grid=L
     if not batches:
         raise ValueError("choose_lambda needs at least one group of slices")
     scores = {}
+    # The maps depend on the data alone: once per group, not per lambda.
+    estimated = [_maps_graph(measured, mask, maps) for measured, mask, _ in batches]
     for regularization in grid:
         values = []
-        for measured, mask, target in batches:
+        for (measured, mask, target), group_maps in zip(batches, estimated):
             width = crop_size or int(np.shape(target)[-1])
             images = _reconstruct_any_lambda(
-                measured, mask, tf.constant(regularization, tf.float32), iterations, width
+                measured,
+                mask,
+                tf.constant(regularization, tf.float32),
+                iterations,
+                width,
+                False,
+                group_maps,
             )
             target, images = np.asarray(target), np.asarray(images)
             values.append((metrics.nmse(target, images), metrics.ssim(target, images)))
@@ -361,9 +411,11 @@ def tuning_slices(data_dir, split, spec, volumes=TUNE_VOLUMES):
     return groups
 
 
-def choose_on_split(data_dir, split, spec, volumes=TUNE_VOLUMES, iterations=DEFAULT_ITERATIONS):
+def choose_on_split(
+    data_dir, split, spec, volumes=TUNE_VOLUMES, iterations=DEFAULT_ITERATIONS, maps=DEFAULT_MAPS
+):
     """:func:`choose_lambda` on :func:`tuning_slices` of ``split``: (lambda, scores)."""
-    return choose_lambda(tuning_slices(data_dir, split, spec, volumes), iterations)
+    return choose_lambda(tuning_slices(data_dir, split, spec, volumes), iterations, maps=maps)
 
 
 def describe_choice(scores):

@@ -21,8 +21,11 @@ slices (``singlecoil_tune``, disjoint from them): the "user's own data" on which
 would choose it on scans of their own. Neither split is ever trained on.
 
 With ``coils`` > 1 the set is multi-coil (``multicoil_val``, ``multicoil_tune``): each
-slice is seen through the synthetic generator's smooth coil maps, and the target is the
-root sum of squares of the cropped coil images, as fastMRI's ``reconstruction_rss``.
+slice is seen through the receive fields of a ring of coil wires around the head
+(:func:`birdcage_maps`: Biot-Savart's field of straight wires, so each coil is bright
+near its wire and its phase turns around it), with noise correlated across neighbouring
+coils (:func:`noise_covariance`), as a real array's is; the target is the root sum of
+squares of the cropped coil images, as fastMRI's ``reconstruction_rss``.
 """
 
 import dataclasses
@@ -102,6 +105,59 @@ def _smooth_phase(rng, height, width):
     return a + b * u + c * v + d * (u**2 + v**2)
 
 
+def birdcage_maps(coils, height, width, radius, angles=None, phases=None):
+    """complex128 [coils, height, width]: the receive fields of ``coils`` straight wires
+    parallel to the bore, on a circle of ``radius`` (in :func:`synthetic.grid`'s units,
+    where the recon crop spans [-1, 1]) around the grid's centre.
+
+    By Biot-Savart, a wire at ``w`` (as the complex number column + i row) has at ``z``
+    the field ``1 / (z - w)`` up to a constant: a magnitude falling as one over the
+    distance and a phase that turns once around the wire. Each coil also has a constant
+    phase of its own (``phases``, default 0); ``angles`` are the wires' positions
+    (default evenly spaced). The maps are scaled so that their RSS is 1 at the centre.
+    """
+    rows, cols = synthetic.grid(height, width)
+    z = cols + 1j * rows
+    if angles is None:
+        angles = 2 * np.pi * np.arange(coils) / coils
+    if phases is None:
+        phases = np.zeros(coils)
+    wires = radius * np.exp(1j * np.asarray(angles, np.float64))
+    maps = np.exp(1j * np.asarray(phases))[:, None, None] / (z[None] - wires[:, None, None])
+    centre = np.sqrt((np.abs(maps[:, height // 2, width // 2]) ** 2).sum())
+    return maps / centre
+
+
+def random_birdcage_maps(rng, coils, height, width):
+    """:func:`birdcage_maps` of one scan: the ring's radius 1.0-1.25 (the head spans
+    0.875), each wire moved up to 0.15 rad along it, each coil's phase at random."""
+    radius = rng.uniform(1.0, 1.25)
+    angles = 2 * np.pi * np.arange(coils) / coils + rng.uniform(-0.15, 0.15, coils)
+    return birdcage_maps(coils, height, width, radius, angles, rng.uniform(-np.pi, np.pi, coils))
+
+
+def noise_covariance(rng, coils):
+    """float64 [coils, coils]: the noise covariance of a ring of coils, unit mean variance.
+
+    Neighbours on the ring share noise: the correlation falls as ``rho ** d`` with ``d``
+    the number of steps between two coils around the ring, ``rho`` 0.1-0.3 (so the
+    matrix is diagonally dominant, hence positive definite); each coil's noise level
+    differs by up to 20 %."""
+    rho = rng.uniform(0.1, 0.3)
+    steps = np.abs(np.arange(coils)[:, None] - np.arange(coils)[None])
+    correlation = rho ** np.minimum(steps, coils - steps)
+    levels = rng.uniform(0.8, 1.2, coils)
+    return correlation * levels[:, None] * levels[None]
+
+
+def correlated_noise(rng, covariance, shape):
+    """complex128 [coils, *shape]: circular complex Gaussian noise, each sample's coil
+    vector of covariance ``covariance``."""
+    white = rng.standard_normal((2, len(covariance), *shape))
+    white = (white[0] + 1j * white[1]) / np.sqrt(2.0)
+    return np.tensordot(np.linalg.cholesky(covariance), white, axes=1)
+
+
 def make_volume(slices, rng, noise, width, coils=1):
     """k-space and target of one volume of image slices [n, h, w] (h, w <= 320).
 
@@ -119,7 +175,10 @@ def make_volume(slices, rng, noise, width, coils=1):
     )
     scale = rng.uniform(1.5e-4, 6e-4) / max(float(slices.max()), 1e-12)
     phase = np.exp(1j * _smooth_phase(rng, synthetic.READOUT, width))
-    maps = synthetic.coil_sensitivities(rng, coils, width) if coils > 1 else None
+    maps, covariance = None, None
+    if coils > 1:
+        maps = random_birdcage_maps(rng, coils, synthetic.READOUT, width)
+        covariance = noise_covariance(rng, coils)
     kspace_slices, target_slices = [], []
     height, image_width = slices.shape[1:]
     top = (synthetic.READOUT - height) // 2
@@ -130,9 +189,12 @@ def make_volume(slices, rng, noise, width, coils=1):
         image = field * phase
         kspace = synthetic.fft2c(image if maps is None else maps * image[None])
         sigma = noise * scale * float(slices.max())
-        kspace += sigma * (
-            rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)
-        )
+        if covariance is None:
+            kspace += sigma * (
+                rng.standard_normal(kspace.shape) + 1j * rng.standard_normal(kspace.shape)
+            )
+        else:  # the same variance per coil on average as single-coil, correlated
+            kspace += sigma * np.sqrt(2.0) * correlated_noise(rng, covariance, kspace.shape[1:])
         kspace[..., :padding_left] = 0
         kspace[..., padding_left + acquired :] = 0
         target = synthetic.target_of(kspace)

@@ -165,12 +165,19 @@ def slice_maps(
     """
     shape = tf.shape(measured)
     num_coils, height, width = shape[0], shape[1], shape[2]
-    used = calibration(mask, num_coils, height, kernel, rows)
+    used = calibration(mask, num_coils, 2 * height, kernel, rows)
     first, columns, calibration_rows, kr, kc = tf.unstack(used)
-    kspace = _fft1c_rows(measured)
+    # The rows are the recon crop's, which can cut the object (a knee runs through the
+    # whole readout field of view): on the crop's own periodic grid the maps would have
+    # to jump where its last row wraps to its first. Zero rows above and below make the
+    # data that of the cut object on a grid twice as tall, whose seam lies in the empty
+    # rows; the maps are solved on that grid and its middle rows kept.
+    top = height // 2
+    padded = tf.pad(measured, [[0, 0], [top, height - top], [0, 0]])
+    kspace = _fft1c_rows(padded)
     matrix = _calibration_matrix(kspace, first, columns, calibration_rows, kr, kc)
     projection = _signal_projection(matrix, threshold)
-    gram = _gram_images(projection, num_coils, kr, kc, height, width)
+    gram = _gram_images(projection, num_coils, kr, kc, 2 * height, width)[top : top + height]
     vector, value = _leading_eigenvectors(gram, iterations)
     maps = tf.transpose(tf.math.conj(vector), [2, 0, 1])  # [C, h, W]
     reference = maps[0]
@@ -186,3 +193,25 @@ def estimate_maps(measured, mask, **options):
         (measured, mask),
         fn_output_signature=measured.dtype,
     )
+
+
+def filled_maps(measured, mask, crop=CROP, **options):
+    """complex64 [B, C, h, W]: ESPIRiT's maps where its eigenvalue reaches ``crop``, and
+    :func:`tfmri.data.coils.estimate_maps`' low-resolution maps elsewhere.
+
+    ESPIRiT's maps are zero outside the object, and so is the image solved with them;
+    against fastMRI's multi-coil target, the RSS of the coil images, noise included, that
+    empty background costs SSIM (docs/results.md#espirit-maps-in-cs-tv). The noise
+    outside the object is seen through the low-resolution maps instead.
+
+    Each pixel's ESPIRiT vector is turned to the phase of the low-resolution maps (its
+    inner product with them made real and positive) rather than to coil 0's: the phase
+    of a coil far from the pixel is noise, and the low-resolution maps carry the
+    object's own phase, so the image solved with these maps is close to real and
+    positive, and its phase does not jump at the seam between the two."""
+    maps = estimate_maps(measured, mask, crop=crop, **options)
+    low = coils.estimate_maps(measured, mask)
+    inner = tf.reduce_sum(maps * tf.math.conj(low), axis=1, keepdims=True)
+    turn = tf.math.conj(inner) / tf.cast(tf.maximum(tf.abs(inner), 1e-30), inner.dtype)
+    kept = tf.reduce_sum(tf.abs(maps) ** 2, axis=1, keepdims=True) > 0
+    return tf.where(kept, maps * turn, low)

@@ -164,8 +164,10 @@ def start_lambda(run: run_config.RunConfig, task) -> pix2pix.ModelConfig:
         if saved.get("start_cs_lambda", cs_tv.AUTO) != cs_tv.AUTO:
             return dataclasses.replace(model, start_cs_lambda=saved["start_cs_lambda"])
     split = run.data.train_split
+    # The cascade's CS-TV start sees the low-resolution maps of its data consistency
+    # (tfmri.models.consistency.maps_of), so lambda is chosen with those.
     chosen, scores = cs_tv.choose_on_split(
-        run.data.data_dir, split, run.mask, iterations=model.start_cs_iterations
+        run.data.data_dir, split, run.mask, iterations=model.start_cs_iterations, maps="rss"
     )
     if task.is_chief:
         print(
