@@ -20,7 +20,6 @@ each, and the speed ratio. Both run on every core of the machine.
 
 import dataclasses
 import os
-import shutil
 import tempfile
 import time
 
@@ -215,7 +214,7 @@ def main(argv):
             f"  (tfmri: {compile_seconds:.1f} s of XLA compilation before timing, once per shape)"
         )
 
-        if shutil.which(FLAGS.bart) is None:
+        if bart.find(FLAGS.bart) is None:
             print(f"BART: {FLAGS.bart!r} not found; install it (Debian: apt-get install bart)")
             return
         bart_images, start = [], time.perf_counter()

@@ -171,8 +171,8 @@ def _checked_source(source, cs_auto, with_bart=False):
         _, entry, _ = pipeline.split_info(source.data_dir, source.split)
     except UserError as error:
         raise UserError(f"{split_flag}={source.split}: {error}") from None
-    raw = raw_split_dir(source) if with_bart else ""
-    if raw is None or (raw and not os.path.isdir(raw)):
+    raw = raw_split_dir(source) if with_bart else None
+    if with_bart and (raw is None or not os.path.isdir(raw)):
         raise UserError(
             f"--methods has bart, which reads the HDF5 files {data_flag}={source.data_dir} "
             f"was converted from, but {raw or 'its manifest names none'} is not there; restore "
