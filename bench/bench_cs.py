@@ -102,9 +102,10 @@ def tfmri_reconstruct(volumes, options):
         masks_ = tf.constant(np.tile(slices.mask, (len(slices.kspace), 1)), tf.float32)
         return cs_tv.reconstruct(tf.constant(slices.kspace), masks_, options, slices.crop)
 
-    first_of_shape = {}  # one volume per k-space shape and crop: XLA compiles once each
+    first_of_shape = {}  # one volume per compiled shape: XLA compiles once each
     for slices in volumes:
-        first_of_shape.setdefault((slices.kspace.shape, slices.crop), slices)
+        columns = cs_tv.column_bucket(int(np.sum(slices.mask > 0)), slices.mask.shape[-1])
+        first_of_shape.setdefault((slices.kspace.shape, slices.crop, columns), slices)
     start = time.perf_counter()
     for slices in first_of_shape.values():
         run(slices).numpy()

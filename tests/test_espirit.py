@@ -134,3 +134,24 @@ def test_an_object_cut_by_the_crop_keeps_the_true_maps(num_coils):
     agreement = _agreement(maps.numpy(), truth[:, rows])[support[rows]]
     assert np.median(agreement) > 0.9999 and np.percentile(agreement, 1) > 0.999
     assert (np.linalg.norm(maps.numpy(), axis=0) > 0)[support[rows]].mean() > 0.99
+
+
+def test_gram_images_equal_the_centred_fft_of_the_summed_projection():
+    """The two products with DFT factors against NumPy's centred 2D FFT of the
+    projection summed along its offset differences, placed at the middle of the grid."""
+    rng = np.random.default_rng(1)
+    num_coils, kr, kc, height, width = 2, 3, 2, 12, 10
+    size = num_coils * kr * kc
+    half = rng.standard_normal((size, size)) + 1j * rng.standard_normal((size, size))
+    projection = (half @ half.conj().T).astype(np.complex64)
+    grid = np.zeros((height, width, num_coils, num_coils), np.complex128)
+    pairs = projection.reshape(num_coils, kr, kc, num_coils, kr, kc)
+    for r1, c1, r2, c2 in np.ndindex(kr, kc, kr, kc):
+        grid[height // 2 + r1 - r2, width // 2 + c1 - c2] += pairs[:, r1, c1, :, r2, c2]
+    shifted = np.fft.ifftshift(grid, axes=(0, 1))
+    expected = np.fft.fftshift(np.fft.fft2(shifted, axes=(0, 1)), axes=(0, 1)) / (kr * kc)
+    rows = np.arange(3, 9)
+    gram = espirit._gram_images(
+        tf.constant(projection), num_coils, kr, kc, height, width, tf.constant(rows)
+    ).numpy()
+    np.testing.assert_allclose(gram, expected[rows], atol=1e-4 * np.abs(expected).max())

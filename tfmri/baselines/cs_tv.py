@@ -21,8 +21,14 @@ never see. Only 1D FFTs over the columns are needed.
 The method is the primal-dual algorithm of Chambolle and Pock (2011) with
 ``K = [A; grad]``, ``A = M F_cols S``, ``f = 0``: it converges for any
 ``tau * sigma * ||K||^2 <= 1``; with maps normalised to sum(|S|^2) <= 1 per pixel,
-``||A|| <= 1`` and ``||grad||^2 <= 8``, so ``||K||^2 <= 9``. The objective is not
-monotone along the iterations; the method guarantees convergence to the minimum.
+``||A|| <= 1`` and ``||grad||^2 <= 8``, so ``||K||^2 <= 9``; multi-coil, the two duals
+take steps of their own, ``tau * (sigma_data + 8 sigma_tv) <= 1`` (Pock and Chambolle's
+diagonal preconditioning, 2011). The objective is not monotone along the iterations;
+the method guarantees convergence to the minimum.
+
+Multi-coil, compiled, the dual of the data term is kept on the sampled columns alone
+(it is zero elsewhere), and ``A`` is a product with the DFT rows of those columns
+rather than a column FFT: at 8x a quarter of the columns.
 
 Multi-coil sensitivity maps come from the measured calibration region only (the
 contiguous run of sampled columns around the middle), by ``CsTvOptions.maps``:
@@ -55,13 +61,23 @@ LAMBDA_GRID = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 DEFAULT_ITERATIONS = 100
 TUNE_SLICES = 2  # middle slices per volume on which --cs_lambda=auto scores each lambda
 TUNE_VOLUMES = 4  # volumes of the tuning split it reads, by default
-# tau / sigma = STEP_BALANCE / lambda (tau * sigma = 1 / ||K||^2 always): the balance that
+# Single-coil, tau / sigma = STEP_BALANCE / lambda (tau * sigma = 1 / ||K||^2): the balance that
 # converged fastest over lambda 0.003 to 0.01 on the synthetic validation slices.
 STEP_BALANCE = 0.64
+# Multi-coil, the steps of the two duals apart (Pock and Chambolle's preconditioning):
+# tau = MC_TAU_LAMBDA / lambda, the data dual's step DATA_SHARE / tau and TV's
+# (1 - DATA_SHARE) / (8 tau), so that tau * (sigma_data ||A||^2 + sigma_tv ||grad||^2) <= 1.
+# Chosen on the synthetic multi-coil training split at 8x, lambda 0.0005-0.005: after 60
+# iterations 25-35 % closer to the solution than one step for both (docs/results.md).
+MC_TAU_LAMBDA = 0.015
+DATA_SHARE = 0.5
 # Multi-coil maps: ESPIRiT's (with the low-resolution maps outside the object), or the
 # low-resolution maps alone (docs/results.md#espirit-maps-in-cs-tv).
 MAPS = ("espirit", "rss")
 DEFAULT_MAPS = "espirit"
+# Multi-coil, compiled: the sampled columns are padded to a multiple of this, so that
+# volumes whose random masks sample a few columns more or less share one compilation.
+COLUMN_STEP = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +168,43 @@ class _Operator:
         return coil_maps.combine(coils, self.maps)
 
 
+class _SampledOperator:
+    """A = M F_cols S on the sampled columns alone, as products with the DFT rows of the
+    ``columns`` columns of largest mask per slice (padding columns, of mask 0, are rows of
+    zeros): the dual of the data term is zero on unsampled columns (docs/design.md).
+
+    At 8x this is about a quarter of the work of the column FFTs and mask of
+    :class:`_Operator` (docs/results.md#espirit-maps-in-cs-tv); the data it meets are
+    :meth:`sample` of the measured hybrid data."""
+
+    def __init__(self, mask, maps, columns):
+        width = mask.shape[-1]
+        # Sampled columns first, in order (a stable sort of 1 - mask), then padding.
+        self.index = tf.argsort(1.0 - mask, axis=-1, stable=True)[:, :columns]  # [B, n]
+        kept = tf.cast(tf.gather(mask, self.index, batch_dims=1), tf.complex64)  # [B, n]
+        dft = transforms.image_to_columns(tf.eye(width, dtype=tf.complex64))  # [W, W]
+        rows = tf.gather(tf.transpose(dft), self.index)  # [B, n, W]: the sampled DFT rows
+        self.rows = rows * kept[:, :, None]
+        self.maps = maps
+
+    def sample(self, hybrid):  # [B, C, h, W] -> [B, C, h, n]
+        return tf.gather(hybrid, self.index, axis=-1, batch_dims=1)
+
+    def forward(self, x):  # [B, h, W] -> [B, C, h, n]
+        coils = coil_maps.expand(x, self.maps)
+        shape = tf.shape(coils)
+        flat = tf.reshape(coils, [shape[0], -1, shape[-1]])
+        sampled = tf.matmul(flat, self.rows, transpose_b=True)
+        return tf.reshape(sampled, tf.concat([shape[:-1], [-1]], axis=0))
+
+    def adjoint(self, q):  # [B, C, h, n] -> [B, h, W]
+        shape = tf.shape(q)
+        flat = tf.reshape(q, [shape[0], -1, shape[-1]])
+        coils = tf.matmul(flat, tf.math.conj(self.rows))
+        coils = tf.reshape(coils, tf.concat([shape[:-1], [-1]], axis=0))
+        return coil_maps.combine(coils, self.maps)
+
+
 def objective(operator, x, measured, regularization):
     """float32 [B]: ||A x - y||^2 + lambda TV(x) per slice."""
     residual = tf.abs(operator.forward(x) - measured) ** 2
@@ -164,36 +217,42 @@ def _project(p, regularization):
     return p / tf.cast(tf.maximum(1.0, norm / regularization), p.dtype)
 
 
+def _steps(lam, single):
+    """float32 (tau, sigma of the TV dual, sigma of the data dual) for lambda ``lam``."""
+    if single:  # K = grad, ||K||^2 <= 8; the data term by its exact proximal map
+        tau = tf.sqrt(STEP_BALANCE / lam) / 8.0**0.5
+        return tau, 1.0 / (8.0 * tau), 0.0
+    tau = MC_TAU_LAMBDA / lam
+    return tau, (1.0 - DATA_SHARE) / (8.0 * tau), DATA_SHARE / tau
+
+
 def _solve(operator, measured, regularization, iterations, record):
     """Chambolle-Pock iterations from the zero-filled image; returns x [B, h, W] (and history).
 
     Single-coil: ``K = grad`` and the data term is handled by its proximal map, exact in
     hybrid space (``F_cols`` unitary, the mask diagonal): one FFT pair per iteration.
-    Multi-coil: ``K = [A; grad]`` with the data term's conjugate in the dual.
+    Multi-coil: ``K = [A; grad]`` with the data term's conjugate in the dual, each dual
+    with a step of its own (:func:`_steps`); with :class:`_SampledOperator`, the data
+    dual lives on the sampled columns alone.
     """
     single = operator.maps is None
-    norm_squared = 8.0 if single else 9.0
     lam = tf.cast(regularization, tf.float32)  # a Python float or a tensor (one trace for all)
-    tau = tf.sqrt(STEP_BALANCE / lam) / norm_squared**0.5
-    sigma = 1.0 / (norm_squared * tau)
-    tau_c, sigma_c = tf.cast(tau, tf.complex64), tf.cast(sigma, tf.complex64)
+    tau, sigma_tv, sigma_data = (tf.cast(step, tf.complex64) for step in _steps(lam, single))
     x = operator.adjoint(measured)
-    mask = operator.mask[:, 0]  # [B, 1, W]
-    measured_sc = measured[:, 0]
 
     def data_prox(v):  # argmin_x ||x - v||^2 / (2 tau) + ||M F x - y||^2, single-coil
         columns = transforms.image_to_columns(v)
-        step = tf.cast(2.0 * tau, columns.dtype)
-        columns = (columns + step * measured_sc) / (1.0 + step * mask)
+        step = 2.0 * tau
+        columns = (columns + step * measured[:, 0]) / (1.0 + step * operator.mask[:, 0])
         return transforms.columns_to_image(columns)
 
     def step(i, x, x_bar, q, p, history):
-        p = _project(p + sigma_c * gradient(x_bar), lam)
+        p = _project(p + sigma_tv * gradient(x_bar), lam)
         if single:
-            x_new = data_prox(x - tau_c * gradient_adjoint(p))
+            x_new = data_prox(x - tau * gradient_adjoint(p))
         else:
-            q = (q + sigma_c * (operator.forward(x_bar) - measured)) / (1.0 + sigma_c / 2.0)
-            x_new = x - tau_c * (operator.adjoint(q) + gradient_adjoint(p))
+            q = (q + sigma_data * (operator.forward(x_bar) - measured)) / (1.0 + sigma_data / 2.0)
+            x_new = x - tau * (operator.adjoint(q) + gradient_adjoint(p))
         if record:
             history = history.write(i, objective(operator, x_new, measured, lam))
         return i + 1, x_new, 2.0 * x_new - x, q, p, history
@@ -238,9 +297,15 @@ def reconstruct_hybrid(
     )
 
 
-def _reconstruct(measured, mask, regularization, iterations, crop_size, record=False, maps=None):
-    """:func:`reconstruct_hybrid` with lambda a float or a float32 scalar tensor."""
-    x, history = _complex_solution(measured, mask, regularization, iterations, maps, record)
+def _reconstruct(
+    measured, mask, regularization, iterations, crop_size, record=False, maps=None, columns=None
+):
+    """:func:`reconstruct_hybrid` with lambda a float or a float32 scalar tensor;
+    multi-coil, ``columns`` (a Python int, at least every slice's sampled columns) runs
+    the data term on the sampled columns alone (:class:`_SampledOperator`)."""
+    x, history = _complex_solution(
+        measured, mask, regularization, iterations, maps, record, columns
+    )
     image = tf.abs(transforms.crop_width(x, crop_size))
     return (image, history) if record else image
 
@@ -255,12 +320,16 @@ def complex_image(measured, mask, regularization, iterations, maps=None):
     return _complex_solution(measured, mask, regularization, iterations, maps)[0]
 
 
-def _complex_solution(measured, mask, regularization, iterations, maps, record=False):
+def _complex_solution(measured, mask, regularization, iterations, maps, record=False, columns=None):
     multicoil = measured.shape.rank == 4
     coil_data = measured if multicoil else measured[:, None]
     if multicoil and maps is None:
         maps = coil_maps.estimate_maps(coil_data, mask)
-    operator = _Operator(mask, maps if multicoil else None)
+    if multicoil and columns is not None:
+        operator = _SampledOperator(mask, maps, columns)
+        coil_data = operator.sample(coil_data)
+    else:
+        operator = _Operator(mask, maps if multicoil else None)
     zero_filled = tf.abs(operator.adjoint(coil_data))
     scale = tf.maximum(tf.reduce_max(zero_filled, axis=[1, 2]), 1e-30)  # [B]
     scaled = coil_data / tf.cast(scale[:, None, None, None], coil_data.dtype)
@@ -292,8 +361,30 @@ def reconstruct_hybrid_xla(measured, mask, options=CsTvOptions(), crop_size=320)
     maps = _maps_graph(measured, mask, options.maps)
     regularization = tf.constant(options.regularization, tf.float32)
     return _reconstruct_any_lambda(
-        measured, mask, regularization, options.iterations, crop_size, False, maps
+        measured,
+        mask,
+        regularization,
+        options.iterations,
+        crop_size,
+        False,
+        maps,
+        sampled_columns(measured, mask),
     )
+
+
+def sampled_columns(measured, mask):
+    """The ``columns`` of :func:`_reconstruct` for multi-coil data with an eager mask: the
+    most columns any slice samples, rounded up to COLUMN_STEP (one XLA compilation per
+    value); None otherwise (the column FFTs of :class:`_Operator`)."""
+    if measured.shape.rank != 4 or not tf.executing_eagerly():
+        return None
+    most = int(tf.reduce_max(tf.reduce_sum(tf.cast(mask > 0, tf.int32), axis=-1)))
+    return column_bucket(most, int(mask.shape[-1]))
+
+
+def column_bucket(count, width):
+    """``count`` sampled columns of ``width`` rounded up to COLUMN_STEP (at most ``width``)."""
+    return min(-(-count // COLUMN_STEP) * COLUMN_STEP, width)
 
 
 def reconstruct(kspace, mask, options=CsTvOptions(), crop_size=320):
@@ -361,6 +452,7 @@ def choose_lambda(
                 width,
                 False,
                 group_maps,
+                sampled_columns(measured, mask),
             )
             target, images = np.asarray(target), np.asarray(images)
             values.append((metrics.nmse(target, images), metrics.ssim(target, images)))

@@ -14,15 +14,18 @@ The method, for one slice:
    offsets' Fourier factors: a ``C x C`` Hermitian matrix whose eigenvalues lie in [0, 1].
    Where the coil images are consistent with the calibration, ``conj(S(x))`` is an
    eigenvector of eigenvalue 1. ``G`` is the 2D DFT of ``P`` summed along its offset
-   differences, so it costs ``C^2`` FFTs, not one per kernel.
-3. The maps are the conjugated leading eigenvectors (power iteration), set to zero where
-   the eigenvalue is below ``crop``, with coil 0's phase removed.
+   differences, nonzero on ``(2 kr - 1) x (2 kc - 1)`` differences alone, so it costs
+   two small matrix products per coil pair, not one FFT per kernel.
+3. The maps are the conjugated leading eigenvectors (power iteration from the
+   low-resolution maps, already close inside the object), set to zero where the
+   eigenvalue is below ``crop``, with coil 0's phase removed.
 
 Narrow calibration regions (8x on narrow k-space leaves 7 columns) are handled by taking
 more readout rows and, if that is not enough, narrower windows, so that ``A`` has at
 least twice as many rows as columns. :func:`calibration` says what was used.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from tfmri.data import coils
@@ -31,7 +34,11 @@ KERNEL = 6  # window side, as BART's ecalib and sigpy's EspiritCalib use
 CALIBRATION_ROWS = 24  # readout rows of the calibration region, at least
 THRESHOLD = 0.02  # singular values kept, relative to the largest
 CROP = 0.95  # eigenvalue below which a pixel's maps are zero
-ITERATIONS = 30  # power iterations for the leading eigenvector
+# Power iterations for the leading eigenvector, from the low-resolution maps (close to it
+# inside the object): the maps moved by < 1e-3 from 8 to 30 iterations (tests/test_espirit.py).
+ITERATIONS = 8
+# Added to the start so that no pixel starts orthogonal to the answer (a zero start).
+_TIE_BREAK = 1e-3
 OVERDETERMINED = 2  # rows of A per column of A, at least
 
 
@@ -99,8 +106,23 @@ def _signal_projection(matrix, threshold):
     return tf.matmul(right * kept[None, :], right, adjoint_b=True)
 
 
-def _gram_images(projection, num_coils, kr, kc, height, width):
-    """complex64 [h, W, C, C]: ``G(x)`` for every pixel of the image grid."""
+def _centred_factors(length, reach, rows):
+    """complex64 [len(rows), 2 reach - 1]: exp(-i 2 pi (j - length / 2) d / length) for the
+    output indices j of ``rows`` and the offset differences d = -(reach - 1)..reach - 1,
+    the factors of an unnormalised centred DFT of data at the middle ``2 reach - 1``."""
+    index = tf.cast(rows - length // 2, tf.float32)[:, None]
+    delta = tf.cast(tf.range(-(reach - 1), reach), tf.float32)[None, :]
+    angle = -2.0 * np.pi * index * delta / tf.cast(length, tf.float32)
+    return tf.complex(tf.cos(angle), tf.sin(angle))
+
+
+def _gram_images(projection, num_coils, kr, kc, height, width, rows):
+    """complex64 [len(rows), W, C, C]: ``G(x)`` at the pixels of ``rows`` of the
+    ``height x width`` image grid.
+
+    ``G`` is the centred 2D DFT of ``P`` summed along its offset differences, which are
+    nonzero on the middle ``(2 kr - 1) x (2 kc - 1)`` alone: the DFT is two products
+    with its factors there, over the rows asked for only."""
     offsets = kr * kc
     pairs = tf.reshape(projection, [num_coils, offsets, num_coils, offsets])
     pairs = tf.reshape(tf.transpose(pairs, [1, 3, 0, 2]), [offsets * offsets, num_coils, num_coils])
@@ -111,41 +133,40 @@ def _gram_images(projection, num_coils, kr, kc, height, width):
     span = 2 * kc - 1
     segment = tf.reshape((delta_row + kr - 1) * span + delta_column + kc - 1, [-1])
     summed = tf.math.unsorted_segment_sum(pairs, segment, (2 * kr - 1) * span)  # [D, C, C]
-    differences = tf.range((2 * kr - 1) * span)
-    at = tf.stack(
-        [height // 2 + differences // span - (kr - 1), width // 2 + differences % span - (kc - 1)],
-        axis=1,
-    )
-    grid = tf.scatter_nd(at, summed, [height, width, num_coils, num_coils])
-    grid = tf.transpose(grid, [2, 3, 0, 1])  # [C, C, h, W]
-    # sum_d Q(d) exp(-i 2 pi d x / N) at centred pixels x: an unnormalised centred FFT.
-    shifted = tf.signal.ifftshift(grid, axes=[-2, -1])
-    gram = tf.signal.fftshift(tf.signal.fft2d(shifted), axes=[-2, -1])
+    summed = tf.reshape(summed, [2 * kr - 1, span, num_coils * num_coils])
+    along_columns = tf.einsum(
+        "wb,abk->awk", _centred_factors(width, kc, tf.range(width)), summed
+    )  # [2 kr - 1, W, C^2]
+    gram = tf.einsum("ja,awk->jwk", _centred_factors(height, kr, rows), along_columns)
     gram = gram / tf.cast(offsets, gram.dtype)
-    return tf.transpose(gram, [2, 3, 0, 1])
+    return tf.reshape(gram, [tf.size(rows), width, num_coils, num_coils])
 
 
-def _leading_eigenvectors(gram, iterations):
+def _leading_eigenvectors(gram, start, iterations):
     """(complex64 [h, W, C] unit eigenvectors, float32 [h, W] eigenvalues) of the
-    largest eigenvalue of each Hermitian ``gram`` [h, W, C, C], by power iteration."""
-    num_coils = tf.shape(gram)[-1]
-    start = tf.ones(tf.shape(gram)[:-1], gram.dtype) / tf.cast(
-        tf.sqrt(tf.cast(num_coils, tf.float32)), gram.dtype
-    )
+    largest eigenvalue of each Hermitian ``gram`` [h, W, C, C], by power iteration from
+    ``start`` [h, W, C]."""
 
-    def step(_, vector):
-        product = tf.linalg.matvec(gram, vector)
-        norm = tf.sqrt(tf.reduce_sum(tf.abs(product) ** 2, axis=-1, keepdims=True))
-        return _ + 1, product / tf.cast(tf.maximum(norm, 1e-30), product.dtype)
+    def normalized(vector):
+        norm = tf.sqrt(tf.reduce_sum(tf.abs(vector) ** 2, axis=-1, keepdims=True))
+        return vector / tf.cast(tf.maximum(norm, 1e-30), vector.dtype)
 
-    _, vector = tf.while_loop(lambda i, _: i < iterations, step, (0, start))
+    def step(i, vector):
+        return i + 1, normalized(tf.linalg.matvec(gram, vector))
+
+    _, vector = tf.while_loop(lambda i, _: i < iterations, step, (0, normalized(start)))
     value = tf.math.real(tf.reduce_sum(tf.math.conj(vector) * tf.linalg.matvec(gram, vector), -1))
     return vector, value
+
+
+# Static shapes once the calibration is known: compiled, the iterations fuse.
+_leading_eigenvectors_compiled = tf.function(_leading_eigenvectors, jit_compile=True)
 
 
 def slice_maps(
     measured,
     mask,
+    start=None,
     kernel=KERNEL,
     rows=CALIBRATION_ROWS,
     threshold=THRESHOLD,
@@ -157,6 +178,8 @@ def slice_maps(
     Args:
       measured: complex64 [C, h, W] measured hybrid data (zero where unsampled).
       mask: float32 [W].
+      start: complex64 [C, h, W] maps close to the answer, from which the power
+        iterations start (default: :func:`tfmri.data.coils.estimate_maps`' maps).
 
     Returns:
       (complex64 [C, h, W] maps, unit norm over coils where the leading eigenvalue is
@@ -177,8 +200,12 @@ def slice_maps(
     kspace = _fft1c_rows(padded)
     matrix = _calibration_matrix(kspace, first, columns, calibration_rows, kr, kc)
     projection = _signal_projection(matrix, threshold)
-    gram = _gram_images(projection, num_coils, kr, kc, 2 * height, width)[top : top + height]
-    vector, value = _leading_eigenvectors(gram, iterations)
+    gram = _gram_images(projection, num_coils, kr, kc, 2 * height, width, tf.range(height) + top)
+    if start is None:
+        start = coils.estimate_maps(measured[None], mask[None])[0]
+    # conj(S) is the eigenvector; the low-resolution maps are close to S in the object.
+    initial = tf.transpose(tf.math.conj(start), [1, 2, 0]) + _TIE_BREAK
+    vector, value = _leading_eigenvectors_compiled(gram, initial, iterations)
     maps = tf.transpose(tf.math.conj(vector), [2, 0, 1])  # [C, h, W]
     reference = maps[0]
     phase = tf.math.conj(reference) / tf.cast(tf.maximum(tf.abs(reference), 1e-30), maps.dtype)
@@ -186,11 +213,14 @@ def slice_maps(
     return maps, value, used
 
 
-def estimate_maps(measured, mask, **options):
-    """complex64 [B, C, h, W] ESPIRiT maps of hybrid data [B, C, h, W] and masks [B, W]."""
+def estimate_maps(measured, mask, start=None, **options):
+    """complex64 [B, C, h, W] ESPIRiT maps of hybrid data [B, C, h, W] and masks [B, W],
+    the power iterations from ``start`` [B, C, h, W] (default: the low-resolution maps)."""
+    if start is None:
+        start = coils.estimate_maps(measured, mask)
     return tf.map_fn(
-        lambda example: slice_maps(example[0], example[1], **options)[0],
-        (measured, mask),
+        lambda example: slice_maps(example[0], example[1], example[2], **options)[0],
+        (measured, mask, start),
         fn_output_signature=measured.dtype,
     )
 
@@ -209,8 +239,8 @@ def filled_maps(measured, mask, crop=CROP, **options):
     of a coil far from the pixel is noise, and the low-resolution maps carry the
     object's own phase, so the image solved with these maps is close to real and
     positive, and its phase does not jump at the seam between the two."""
-    maps = estimate_maps(measured, mask, crop=crop, **options)
     low = coils.estimate_maps(measured, mask)
+    maps = estimate_maps(measured, mask, low, crop=crop, **options)
     inner = tf.reduce_sum(maps * tf.math.conj(low), axis=1, keepdims=True)
     turn = tf.math.conj(inner) / tf.cast(tf.maximum(tf.abs(inner), 1e-30), inner.dtype)
     kept = tf.reduce_sum(tf.abs(maps) ** 2, axis=1, keepdims=True) > 0
