@@ -12,7 +12,8 @@ the split, undersamples them with the fixed per-volume masks tfmri evaluates wit
   ``bart ecalib -d0 -m1``, single-coil too, as fastMRI's ``run_bart.py`` runs it; skipped
   with a note when ``bart`` is not installed (Debian: ``apt-get install bart``);
 * tfmri: :func:`tfmri.baselines.cs_tv.reconstruct`, one batch per volume, compiled with
-  XLA; each k-space shape is compiled once before timing (the compile time is printed).
+  XLA; each k-space shape (multi-coil: and count of sampled columns, padded to a
+  multiple of 8) is compiled once before timing (the compile time is printed).
 
 Prints NMSE / PSNR / SSIM (fastMRI's, per volume, then mean) and seconds per slice of
 each, and the speed ratio. Both run on every core of the machine.

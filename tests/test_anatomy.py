@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from tests.test_transforms import numpy_ifft2c
 from tfmri.data import anatomy, convert, fastmri_files, pipeline, synthetic
@@ -12,14 +13,15 @@ from tfmri.data import anatomy, convert, fastmri_files, pipeline, synthetic
 @pytest.fixture(scope="module")
 def anatomy_set(tmp_path_factory):
     root = tmp_path_factory.mktemp("anatomy")
-    spec = anatomy.AnatomySpec(volumes_per_plane=1, num_slices=2)
+    spec = anatomy.AnatomySpec(volumes_per_plane=1, num_slices=2, clean_volumes_per_plane=1)
     return str(root), anatomy.generate(spec, str(root)), spec
 
 
 def test_files_are_fastmri_volumes_of_the_template(anatomy_set):
     _, paths, spec = anatomy_set
-    assert len(paths) == 2 * len(anatomy.PLANES)  # a check and a tuning volume per plane
-    assert [p.split("/")[-2] for p in paths] == [anatomy.SPLIT] * 3 + [anatomy.TUNE_SPLIT] * 3
+    # Per plane a check volume, its clean twin and a tuning volume.
+    assert len(paths) == 3 * len(anatomy.PLANES)
+    assert [p.split("/")[-2] for p in paths] == [anatomy.SPLIT] * 6 + [anatomy.TUNE_SPLIT] * 3
     template = anatomy.load_template()
     assert template.shape == (197, 233, 189) and template.max() > 0
     for path in paths:
@@ -45,7 +47,8 @@ def test_planes_differ_and_generation_is_deterministic(anatomy_set, tmp_path):
         np.testing.assert_array_equal(
             fastmri_files.read_volume(first).kspace, fastmri_files.read_volume(second).kspace
         )
-    targets = [fastmri_files.read_volume(p).target[0] for p in paths[:3]]
+    noisy = [p for p in paths[:6] if anatomy.CLEAN not in os.path.basename(p)]
+    targets = [fastmri_files.read_volume(p).target[0] for p in noisy]
     assert not np.allclose(targets[0], targets[1]) and not np.allclose(targets[1], targets[2])
 
 
@@ -56,7 +59,38 @@ def test_converts_and_feeds_the_evaluation_pipeline(anatomy_set, tmp_path):
     options = pipeline.PipelineOptions(pipeline.masks.MaskSpec("random", (0.04,), (8,)))
     dataset = pipeline.make_dataset(records, anatomy.SPLIT, options, training=False)
     names = {name.decode() for inputs, _ in dataset for name in inputs["volume"].numpy()}
-    assert names == {p.split("/")[-1] for p in paths[:3]}
+    assert names == {p.split("/")[-1] for p in paths[:6]}
+
+
+def test_a_clean_twin_is_its_volume_with_the_background_masked(anatomy_set, tmp_path):
+    """Same slices, width, phase and noise inside the head; outside, the target is zero but
+    for the ringing of the zeroed edge columns. The noisy volumes do not depend on it."""
+    _, paths, spec = anatomy_set
+    noisy = fastmri_files.read_volume(paths[0])
+    clean = fastmri_files.read_volume(paths[1])
+    assert paths[1].endswith(f"axial_0{anatomy.CLEAN}.h5")
+    assert clean.kspace.shape == noisy.kspace.shape
+    assert np.all(clean.kspace[..., 0] == 0) and np.all(clean.kspace[..., -1] == 0)
+    head = noisy.target > 0.2 * noisy.max_value
+    tissue = ndimage.binary_dilation(noisy.target > 0.05 * noisy.max_value, iterations=8)
+    far = ~tissue  # the background, 8 pixels or more from anything above the noise
+    assert far.mean() > 0.05 and head.mean() > 0.25
+    noise_floor = np.mean(noisy.target[far])
+    assert noise_floor > 1e-3 * noisy.max_value  # the noisy twin has a noise background
+    assert np.mean(clean.target[far]) < 0.05 * noise_floor
+    np.testing.assert_allclose(
+        clean.target[head], noisy.target[head], rtol=0, atol=0.02 * noisy.max_value
+    )
+    without = anatomy.generate(
+        anatomy.AnatomySpec(volumes_per_plane=1, num_slices=2, clean_volumes_per_plane=0),
+        str(tmp_path),
+    )
+    assert len(without) == 6 and all(anatomy.CLEAN not in os.path.basename(p) for p in without)
+    for path in without:
+        twin = [p for p in paths if p.split("/")[-2:] == path.split("/")[-2:]][0]
+        np.testing.assert_array_equal(
+            fastmri_files.read_volume(path).kspace, fastmri_files.read_volume(twin).kspace
+        )
 
 
 @pytest.mark.parametrize("volumes_per_plane, tune", [(1, 1), (2, 1), (3, 2)])
@@ -76,11 +110,17 @@ def test_tuning_volumes_share_no_slice_with_the_checks(volumes_per_plane, tune):
 
 
 def test_multicoil_variant_sees_the_slices_through_coil_maps(tmp_path):
-    spec = anatomy.AnatomySpec(volumes_per_plane=1, num_slices=2, tune_volumes_per_plane=1, coils=4)
+    spec = anatomy.AnatomySpec(
+        volumes_per_plane=1,
+        num_slices=2,
+        tune_volumes_per_plane=1,
+        coils=4,
+        clean_volumes_per_plane=1,
+    )
     written = anatomy.generate(spec, str(tmp_path))
     assert spec.splits == ("multicoil_val", "multicoil_tune")
     assert sorted(os.listdir(tmp_path)) == ["multicoil_tune", "multicoil_val"]
-    assert len(written) == 6
+    assert len(written) == 9
     volume = fastmri_files.read_volume(written[0])
     assert volume.is_multicoil and volume.kspace.shape[:3] == (2, 4, 640)
     # The target is the RSS of the cropped coil images of the fully sampled k-space.

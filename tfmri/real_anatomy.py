@@ -27,6 +27,12 @@ flags.DEFINE_float("noise", 0.01, "k-space noise std over the image maximum.", l
 flags.DEFINE_integer(
     "tune_volumes_per_plane", 1, "Volumes per plane of singlecoil_tune (0: none).", lower_bound=0
 )
+flags.DEFINE_integer(
+    "clean_volumes_per_plane",
+    0,
+    "Check volumes per plane written again with a clean (masked) background (0: none).",
+    lower_bound=0,
+)
 DEFAULT_SLICES = 6
 
 
@@ -42,6 +48,7 @@ def main(argv):
         seed=FLAGS.data_seed,
         tune_volumes_per_plane=FLAGS.tune_volumes_per_plane,
         coils=FLAGS.coils,
+        clean_volumes_per_plane=FLAGS.clean_volumes_per_plane,
     )
     try:
         template_shape = anatomy.load_template().shape

@@ -183,8 +183,15 @@ class _SampledOperator:
         self.index = tf.argsort(1.0 - mask, axis=-1, stable=True)[:, :columns]  # [B, n]
         kept = tf.cast(tf.gather(mask, self.index, batch_dims=1), tf.complex64)  # [B, n]
         dft = transforms.image_to_columns(tf.eye(width, dtype=tf.complex64))  # [W, W]
-        rows = tf.gather(tf.transpose(dft), self.index)  # [B, n, W]: the sampled DFT rows
-        self.rows = rows * kept[:, :, None]
+        rows = tf.gather(tf.transpose(dft), self.index) * kept[:, :, None]  # [B, n, W]
+        # Complex products as real ones of twice the size (faster on CPU): [re, im] of q
+        # times R = [[Re D, -Im D], [Im D, Re D]] is [re, im] of q conj(D), the adjoint;
+        # [re, im] of x times R^T is [re, im] of x D^T, the forward product.
+        real, imag = tf.math.real(rows), tf.math.imag(rows)
+        self.adjoint_matrix = tf.concat(
+            [tf.concat([real, -imag], axis=2), tf.concat([imag, real], axis=2)], axis=1
+        )  # [B, 2n, 2W]
+        self.forward_matrix = tf.transpose(self.adjoint_matrix, [0, 2, 1])  # [B, 2W, 2n]
         self.maps = maps
 
     def sample(self, hybrid):  # [B, C, h, W] -> [B, C, h, n]
@@ -194,15 +201,23 @@ class _SampledOperator:
         coils = coil_maps.expand(x, self.maps)
         shape = tf.shape(coils)
         flat = tf.reshape(coils, [shape[0], -1, shape[-1]])
-        sampled = tf.matmul(flat, self.rows, transpose_b=True)
+        sampled = _complex_product(flat, self.forward_matrix)
         return tf.reshape(sampled, tf.concat([shape[:-1], [-1]], axis=0))
 
     def adjoint(self, q):  # [B, C, h, n] -> [B, h, W]
         shape = tf.shape(q)
         flat = tf.reshape(q, [shape[0], -1, shape[-1]])
-        coils = tf.matmul(flat, tf.math.conj(self.rows))
+        coils = _complex_product(flat, self.adjoint_matrix)
         coils = tf.reshape(coils, tf.concat([shape[:-1], [-1]], axis=0))
         return coil_maps.combine(coils, self.maps)
+
+
+def _complex_product(x, matrix):
+    """complex64 [B, N, m]: x [B, N, k] times the complex matrix whose real form is
+    ``matrix`` [B, 2k, 2m] (see :class:`_SampledOperator`)."""
+    product = tf.matmul(tf.concat([tf.math.real(x), tf.math.imag(x)], axis=-1), matrix)
+    half = matrix.shape[-1] // 2
+    return tf.complex(product[..., :half], product[..., half:])
 
 
 def objective(operator, x, measured, regularization):

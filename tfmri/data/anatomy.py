@@ -42,6 +42,7 @@ PLANES = ("axial", "coronal", "sagittal")
 EXTENT = 280  # pixels of the 320 crop spanned by the brain's longer side
 SPLIT = "singlecoil_val"
 TUNE_SPLIT = "singlecoil_tune"
+CLEAN = "_clean"  # file name suffix of a clean-background twin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +53,10 @@ class AnatomySpec:
     noise: float = 0.01  # k-space noise std over the image maximum (the pixel SNR)
     seed: int = 0
     tune_volumes_per_plane: int = 1  # volumes of TUNE_SPLIT, from other slices
+    # Check volumes per plane with a clean background: the twins of the first check
+    # volumes (same slices, mask, noise), the noise kept inside the head alone. Off by
+    # default until the main job's figures are measured with them.
+    clean_volumes_per_plane: int = 0
     coils: int = 1  # > 1: a multi-coil set, in multicoil_val and multicoil_tune
 
     @property
@@ -158,8 +163,22 @@ def correlated_noise(rng, covariance, shape):
     return np.tensordot(np.linalg.cholesky(covariance), white, axes=1)
 
 
-def make_volume(slices, rng, noise, width, coils=1):
+def head_support(image, dilation=4):
+    """bool [h, w]: the head of an image slice, its pixels above 2 % of the maximum, holes
+    filled and grown by ``dilation`` pixels (the margin a scanner's mask keeps)."""
+    from scipy import ndimage
+
+    inside = ndimage.binary_fill_holes(image > 0.02 * max(float(image.max()), 1e-30))
+    return ndimage.binary_dilation(inside, iterations=dilation)
+
+
+def make_volume(slices, rng, noise, width, coils=1, clean=False):
     """k-space and target of one volume of image slices [n, h, w] (h, w <= 320).
+
+    With ``clean``, each slice's noisy coil images are set to zero outside the head
+    (:func:`head_support`), as scanners and vendors' reconstructions mask the background
+    of many real images, before the edge columns are zeroed; the noise inside is the
+    same as without.
 
     Returns:
       (complex64 kspace [n, 640, width] or, multi-coil, [n, coils, 640, width], float32
@@ -183,9 +202,9 @@ def make_volume(slices, rng, noise, width, coils=1):
     height, image_width = slices.shape[1:]
     top = (synthetic.READOUT - height) // 2
     left = (width - image_width) // 2
-    for image in slices:
+    for image_slice in slices:
         field = np.zeros((synthetic.READOUT, width))
-        field[top : top + height, left : left + image_width] = scale * image
+        field[top : top + height, left : left + image_width] = scale * image_slice
         image = field * phase
         kspace = synthetic.fft2c(image if maps is None else maps * image[None])
         sigma = noise * scale * float(slices.max())
@@ -195,6 +214,10 @@ def make_volume(slices, rng, noise, width, coils=1):
             )
         else:  # the same variance per coil on average as single-coil, correlated
             kspace += sigma * np.sqrt(2.0) * correlated_noise(rng, covariance, kspace.shape[1:])
+        if clean:
+            support = np.zeros((synthetic.READOUT, width), bool)
+            support[top : top + height, left : left + image_width] = head_support(image_slice)
+            kspace = synthetic.fft2c(synthetic.ifft2c(kspace) * support)
         kspace[..., :padding_left] = 0
         kspace[..., padding_left + acquired :] = 0
         target = synthetic.target_of(kspace)
@@ -205,8 +228,10 @@ def make_volume(slices, rng, noise, width, coils=1):
 
 def volume_plan(template_shape, spec: AnatomySpec):
     """[(split, file name, plane, slice indices)] of the set: check volumes spread around
-    each plane's middle, within the central 40 % of the head; tuning volumes just outside
-    that range (alternately below and above), so they share no slice with the checks."""
+    each plane's middle, within the central 40 % of the head, each of the first
+    ``clean_volumes_per_plane`` followed by its clean twin (its name ending in CLEAN);
+    tuning volumes just outside that range (alternately below and above), so they share
+    no slice with the checks."""
     plan = []
     check_split, tune_split = spec.splits
     for plane in PLANES:
@@ -217,6 +242,9 @@ def volume_plan(template_shape, spec: AnatomySpec):
         for number, start in enumerate(starts):
             indices = range(start, start + extent, spec.slice_spacing)
             plan.append((check_split, f"mni152_t1_{plane}_{number}.h5", plane, list(indices)))
+            if number < spec.clean_volumes_per_plane:
+                name = f"mni152_t1_{plane}_{number}{CLEAN}.h5"
+                plan.append((check_split, name, plane, list(indices)))
         for number in range(spec.tune_volumes_per_plane):
             below, step = number % 2 == 0, number // 2 + 1
             gap = step * (extent + spec.slice_spacing)
@@ -239,18 +267,25 @@ def generate(spec: AnatomySpec, output_dir, progress=None):
     plan = volume_plan(template.shape, spec)
     for split in {entry[0] for entry in plan}:
         os.makedirs(os.path.join(output_dir, split), exist_ok=True)
-    # One seed per check volume first, so adding tuning volumes leaves the checks as they were.
+    # One seed per check volume first, so adding tuning volumes leaves the checks as they
+    # were; a clean twin takes its noisy volume's seed (the same width, phase and noise).
     rng = np.random.default_rng(spec.seed)
-    seeds = rng.integers(0, 2**31, size=len(plan))
     plan = sorted(plan, key=lambda entry: entry[0] != spec.splits[0])
+    noisy = [entry for entry in plan if CLEAN not in entry[1]]
+    seed_of = dict(zip((entry[1] for entry in noisy), rng.integers(0, 2**31, size=len(noisy))))
     written = []
-    for done, ((split, name, plane, indices), seed) in enumerate(zip(plan, seeds), start=1):
+    for done, (split, name, plane, indices) in enumerate(plan, start=1):
         path = os.path.join(output_dir, split, name)
         if not fastmri_files.is_usable(path):
-            volume_rng = np.random.default_rng(seed)
+            volume_rng = np.random.default_rng(seed_of[name.replace(CLEAN, "")])
             width = int(volume_rng.choice(synthetic.WIDTHS))
             kspace, target, header = make_volume(
-                plane_slices(template, plane, indices), volume_rng, spec.noise, width, spec.coils
+                plane_slices(template, plane, indices),
+                volume_rng,
+                spec.noise,
+                width,
+                spec.coils,
+                clean=CLEAN in name,
             )
             synthetic.write_volume(path, kspace, target, header, "AXT1", f"mni152_{plane}")
         written.append(path)
